@@ -1,0 +1,133 @@
+// Command fsemu runs one emulated FreeSWITCH node (see package
+// pkg/fsemu) for demos and benchmarks.
+//
+// It prints the bound SIP address (UDP and TCP, same port) as the first line
+// on stdout, serves until SIGINT or SIGTERM, then prints the node's final
+// counters as one JSON line on stdout. Logs go to stderr. With -control it
+// also serves a small HTTP API (see control.go).
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/sipbalancer/sipbalancer/pkg/fsemu"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run is main without the process: it serves until ctx is done.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	stderr = &lockedWriter{w: stderr} // shared by two log handlers
+	fs := flag.NewFlagSet("fsemu", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cfg fsemu.Config
+	fs.StringVar(&cfg.ID, "id", "fsemu", "node id, used in logs")
+	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:5080", "SIP address, served over UDP and TCP on the same port (port 0: any free one)")
+	fs.StringVar(&cfg.Advertise, "advertise", "", "host for Contact, Via and SDP (default: the listen host)")
+	fs.DurationVar(&cfg.AnswerDelay, "answer-delay", 0, "time between 180 Ringing and 200 OK")
+	fs.DurationVar(&cfg.RingDelay, "ring-delay", 0, "time between the INVITE and 180 Ringing")
+	fs.DurationVar(&cfg.HoldTime, "hold", 0, "hang up (BYE) this long after the ACK; 0: wait for the caller's BYE")
+	fs.IntVar(&cfg.MaxSessions, "max-sessions", 0, "calls in progress before INVITEs get 503 Maximum Calls In Progress; 0: unlimited")
+	fs.Float64Var(&cfg.Fail503Ratio, "fail503", 0, "fraction of INVITEs answered 503 (fault injection)")
+	fs.Float64Var(&cfg.DropRatio, "drop", 0, "fraction of INVITEs never answered (fault injection)")
+	fs.BoolVar(&cfg.OptionsAlways200, "options-always-200", false, "keep OPTIONS at 200 while paused or full (FreeSWITCH >= 1.11.1 default); false answers 503 like 1.11.0")
+	fs.Int64Var(&cfg.Seed, "seed", 0, "seed of the fault-injection random source; 0: random")
+	fs.IntVar(&cfg.MaxRecords, "max-records", fsemu.DefaultMaxRecords, "call records kept for /calls (oldest dropped first)")
+	control := fs.String("control", "", "HTTP control address such as 127.0.0.1:8090 (empty: off)")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "fsemu: unexpected arguments %q\n", fs.Args())
+		return 2
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		fmt.Fprintf(stderr, "fsemu: -log-level: %v\n", err)
+		return 2
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	cfg.Logger = logger
+
+	// This process is ours: route sipgo's package-wide logging to stderr
+	// (only its errors, unless debugging: it warns about connection
+	// bookkeeping on shutdown), and let
+	// large UDP messages (long Via and Record-Route sets behind proxies)
+	// through, as sofia-sip does.
+	sipgoLevel := max(level, slog.LevelError)
+	if level <= slog.LevelDebug {
+		sipgoLevel = level
+	}
+	sip.SetDefaultLogger(slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: sipgoLevel})).With("component", "sipgo"))
+	sip.UDPMTUSize = 65535
+
+	n, err := fsemu.Start(ctx, cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "fsemu: %v\n", err)
+		return 1
+	}
+	defer n.Close()
+	fmt.Fprintln(stdout, n.Addr())
+
+	var srv *http.Server
+	if *control != "" {
+		l, err := net.Listen("tcp", *control)
+		if err != nil {
+			fmt.Fprintf(stderr, "fsemu: -control: %v\n", err)
+			return 1
+		}
+		srv = &http.Server{Handler: newControlHandler(n), ReadHeaderTimeout: 5 * time.Second}
+		logger.Info("control API listening", "addr", l.Addr().String())
+		go func() {
+			if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				logger.Error("control API stopped", "error", err)
+			}
+		}()
+	}
+
+	<-ctx.Done()
+	if srv != nil {
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = srv.Shutdown(shutdownCtx)
+		cancel()
+	}
+	if err := n.Close(); err != nil {
+		logger.Warn("closing node", "error", err)
+	}
+	if err := json.NewEncoder(stdout).Encode(n.Stats()); err != nil {
+		return 1
+	}
+	return 0
+}
+
+// lockedWriter serialises writes from several log handlers.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}

@@ -1,0 +1,302 @@
+// Package app wires sipbalancer's packages together from a configuration:
+// the dispatcher with the configured nodes, the affinity store, health
+// tracking and the SIP proxy. cmd/sipbalancer runs it under signals; the
+// end-to-end tests run the very same wiring in-process.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/sipbalancer/sipbalancer/pkg/config"
+	"github.com/sipbalancer/sipbalancer/pkg/dispatcher"
+	"github.com/sipbalancer/sipbalancer/pkg/health"
+	"github.com/sipbalancer/sipbalancer/pkg/session"
+	sipproxy "github.com/sipbalancer/sipbalancer/pkg/sip"
+)
+
+// App is a running balancer.
+type App struct {
+	cfg     *config.Config
+	log     *zap.Logger
+	disp    *dispatcher.Dispatcher
+	store   session.Store
+	memory  *session.Memory
+	passive *health.Passive
+	proxy   *sipproxy.Proxy
+}
+
+// New builds the balancer from a validated configuration. Nothing listens
+// until Start.
+func New(cfg *config.Config, log *zap.Logger) (*App, error) {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	a := &App{cfg: cfg, log: log}
+
+	specs, err := NodeSpecs(cfg.Nodes)
+	if err != nil {
+		return nil, err
+	}
+	policy, err := dispatcher.NewPolicy(cfg.Dispatcher.Policy)
+	if err != nil {
+		return nil, fmt.Errorf("dispatcher.policy: %w", err)
+	}
+	a.disp, err = dispatcher.New(policy, specs)
+	if err != nil {
+		return nil, fmt.Errorf("nodes: %w", err)
+	}
+
+	switch cfg.Session.Store {
+	case "", "memory":
+		a.memory = session.NewMemory(session.MemoryOptions{
+			MaxDialogs: cfg.Session.MaxDialogs,
+			// The store's confirmed bindings are the truth about active
+			// calls: they expire, so the counts heal themselves.
+			OnActive: func(nodeID string, delta int) {
+				if n := a.disp.Node(nodeID); n != nil {
+					n.AddActive(int64(delta))
+				}
+			},
+		})
+		a.store = a.memory
+	default:
+		return nil, fmt.Errorf("session.store: %q is not available in this build (use memory)", cfg.Session.Store)
+	}
+
+	secret := []byte(cfg.Session.TokenSecret)
+	if len(secret) == 0 {
+		secret = session.RandomSecret()
+		log.Warn("session.token_secret is empty: using a random secret; instances will not share calls " +
+			"(set SIPBALANCER_SESSION_TOKEN_SECRET on every instance)")
+	}
+	signer, err := session.NewSigner(secret)
+	if err != nil {
+		return nil, err
+	}
+
+	a.passive = health.NewPassive(a.disp, cfg.Health.Passive.Failures, cfg.Health.Passive.Cooldown, log)
+
+	listen, err := cfg.Listeners()
+	if err != nil {
+		return nil, err
+	}
+	pl := make([]sipproxy.Listen, 0, len(listen))
+	for _, l := range listen {
+		pl = append(pl, sipproxy.Listen{Network: l.Network, Addr: l.Addr})
+	}
+	tlsConf, err := loadTLS(cfg)
+	if err != nil {
+		return nil, err
+	}
+	hashHeader := ""
+	if h, ok := cutPrefixFold(cfg.Dispatcher.HashKey, "header:"); ok {
+		hashHeader = h
+	}
+	a.proxy, err = sipproxy.New(sipproxy.Config{
+		Listen:        pl,
+		Advertise:     cfg.SIP.Advertise,
+		TLS:           tlsConf,
+		UserAgent:     cfg.SIP.UserAgent,
+		InviteTimeout: cfg.Failover.InviteTimeout,
+		RingTimeout:   cfg.Failover.RingTimeout,
+		MaxAttempts:   cfg.Failover.MaxAttempts,
+		FailoverCodes: cfg.Failover.Codes,
+		RetryAfter:    cfg.RetryAfterSeconds(),
+		EarlyTTL:      cfg.Session.EarlyTTL,
+		DialogTTL:     cfg.Session.DialogTTL,
+		ReleaseLinger: cfg.Session.ReleaseLinger,
+		HashHeader:    hashHeader,
+	}, sipproxy.Deps{
+		Dispatcher: a.disp,
+		Store:      a.store,
+		Signer:     signer,
+		Secret:     secret,
+		Passive:    a.passive,
+		Logger:     log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// Start binds the SIP listeners and starts serving.
+func (a *App) Start() error {
+	if err := a.proxy.Start(); err != nil {
+		return err
+	}
+	a.log.Info("sipbalancer started",
+		zap.Strings("listeners", a.proxy.Listeners()),
+		zap.Int("nodes", len(a.disp.Snapshot().Nodes())),
+		zap.String("policy", a.disp.Policy().String()))
+	return nil
+}
+
+// Proxy returns the SIP proxy (tests read its bound addresses).
+func (a *App) Proxy() *sipproxy.Proxy { return a.proxy }
+
+// Dispatcher returns the node set.
+func (a *App) Dispatcher() *dispatcher.Dispatcher { return a.disp }
+
+// Store returns the affinity store.
+func (a *App) Store() session.Store { return a.store }
+
+// ActiveCalls is the number of confirmed calls across nodes.
+func (a *App) ActiveCalls() int64 {
+	var total int64
+	for _, n := range a.disp.Snapshot().Nodes() {
+		total += n.Active()
+	}
+	return total
+}
+
+// Shutdown drains: new INVITEs get 503 at once, while transactions in
+// flight finish and established calls' requests keep being routed, until
+// both are done or ctx ends. Then everything stops.
+func (a *App) Shutdown(ctx context.Context) error {
+	a.proxy.Drain()
+	a.log.Info("draining: new calls are refused",
+		zap.Int64("in_flight", a.proxy.InFlight()), zap.Int64("active_calls", a.ActiveCalls()))
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	drained := false
+	for !drained {
+		if a.proxy.InFlight() == 0 && a.ActiveCalls() == 0 {
+			drained = true
+			break
+		}
+		select {
+		case <-ctx.Done():
+			a.log.Warn("drain deadline reached",
+				zap.Int64("in_flight", a.proxy.InFlight()), zap.Int64("active_calls", a.ActiveCalls()))
+			drained = true
+		case <-tick.C:
+		}
+	}
+	return a.Close()
+}
+
+// Close stops everything at once.
+func (a *App) Close() error {
+	var errs []error
+	if a.proxy != nil {
+		errs = append(errs, a.proxy.Close())
+	}
+	if a.passive != nil {
+		a.passive.Stop()
+	}
+	if a.store != nil {
+		errs = append(errs, a.store.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Reload applies what can change without a restart — the node set, its
+// weights, caps and addresses, and the policy — from a new validated
+// configuration. It returns what it applied and what needs a restart.
+func (a *App) Reload(cfg *config.Config) (applied, needRestart []string, err error) {
+	specs, err := NodeSpecs(cfg.Nodes)
+	if err != nil {
+		return nil, nil, err
+	}
+	if cfg.Dispatcher.Policy != a.cfg.Dispatcher.Policy {
+		p, err := dispatcher.NewPolicy(cfg.Dispatcher.Policy)
+		if err != nil {
+			return nil, nil, fmt.Errorf("dispatcher.policy: %w", err)
+		}
+		a.disp.SetPolicy(p)
+		applied = append(applied, "dispatcher.policy")
+	}
+	added, removed, err := a.disp.Update(specs)
+	if err != nil {
+		return applied, nil, fmt.Errorf("nodes: %w", err)
+	}
+	applied = append(applied, "nodes")
+	for _, id := range added {
+		a.log.Info("node added", zap.String("node", id))
+	}
+	for _, id := range removed {
+		a.log.Info("node removed: draining its calls", zap.String("node", id))
+	}
+	needRestart = restartKeys(a.cfg, cfg)
+	a.cfg.Nodes = cfg.Nodes
+	a.cfg.Dispatcher.Policy = cfg.Dispatcher.Policy
+	return applied, needRestart, nil
+}
+
+func restartKeys(old, cur *config.Config) []string {
+	var keys []string
+	if fmt.Sprint(old.SIP) != fmt.Sprint(cur.SIP) {
+		keys = append(keys, "sip")
+	}
+	if fmt.Sprint(old.Failover) != fmt.Sprint(cur.Failover) {
+		keys = append(keys, "failover")
+	}
+	if fmt.Sprint(old.Session) != fmt.Sprint(cur.Session) {
+		keys = append(keys, "session")
+	}
+	if fmt.Sprint(old.Health) != fmt.Sprint(cur.Health) {
+		keys = append(keys, "health")
+	}
+	if old.Dispatcher.HashKey != cur.Dispatcher.HashKey {
+		keys = append(keys, "dispatcher.hash_key")
+	}
+	if fmt.Sprint(old.Admin) != fmt.Sprint(cur.Admin) {
+		keys = append(keys, "admin")
+	}
+	if fmt.Sprint(old.Log) != fmt.Sprint(cur.Log) {
+		keys = append(keys, "log")
+	}
+	return keys
+}
+
+// NodeSpecs turns configured nodes into dispatcher specs, resolving host
+// names once (never on the call path).
+func NodeSpecs(nodes []config.Node) ([]dispatcher.Spec, error) {
+	specs := make([]dispatcher.Spec, 0, len(nodes))
+	for i, n := range nodes {
+		na, err := config.ParseNodeSIP(n.SIP)
+		if err != nil {
+			return nil, fmt.Errorf("nodes[%d].sip: %w", i, err)
+		}
+		ip, err := resolve(na.Host)
+		if err != nil {
+			return nil, fmt.Errorf("nodes[%d].sip: %w", i, err)
+		}
+		specs = append(specs, dispatcher.Spec{
+			ID:        n.ID,
+			Host:      na.Host,
+			Addr:      netip.AddrPortFrom(ip, uint16(na.Port)),
+			Transport: na.Transport,
+			Weight:    n.Weight,
+			MaxCalls:  n.MaxCalls,
+			Priority:  n.Priority,
+		})
+	}
+	return specs, nil
+}
+
+func resolve(host string) (netip.Addr, error) {
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return ip.Unmap(), nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	if err != nil || len(ips) == 0 {
+		return netip.Addr{}, fmt.Errorf("cannot resolve %q: %v", host, err)
+	}
+	for _, ip := range ips {
+		if ip.Unmap().Is4() {
+			return ip.Unmap(), nil
+		}
+	}
+	return ips[0], nil
+}

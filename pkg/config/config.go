@@ -1,0 +1,186 @@
+package config
+
+import "time"
+
+// Config is the whole sipbalancer configuration. Its YAML shape is a public
+// interface (see DESIGN.md): keys may be added, never renamed. Every field's
+// comment states its default; defaults are applied in one place
+// (applyDefaults) and checked in one place (Validate).
+type Config struct {
+	SIP        SIP        `mapstructure:"sip"`
+	Nodes      []Node     `mapstructure:"nodes"`
+	Dispatcher Dispatcher `mapstructure:"dispatcher"`
+	Health     Health     `mapstructure:"health"`
+	Failover   Failover   `mapstructure:"failover"`
+	Session    Session    `mapstructure:"session"`
+	Admin      Admin      `mapstructure:"admin"`
+	Log        Log        `mapstructure:"log"`
+}
+
+// SIP configures the listeners facing carriers and nodes.
+type SIP struct {
+	// Listen lists the sockets to serve, as scheme://host:port with scheme
+	// udp, tcp or tls (default ["udp://0.0.0.0:5060", "tcp://0.0.0.0:5060"]).
+	Listen []string `mapstructure:"listen"`
+	// Advertise is the host[:port] written into Record-Route and Via
+	// (default: the listen address; for a wildcard listen address, the
+	// host's first non-loopback IPv4 address). Instances behind one VIP
+	// advertise the VIP.
+	Advertise string `mapstructure:"advertise"`
+	// TLS holds the certificate and key for tls:// listeners.
+	TLS TLS `mapstructure:"tls"`
+	// ShutdownTimeout bounds the drain after SIGTERM: new INVITEs get 503
+	// while in-flight transactions and dialogs' requests finish (default 30s).
+	ShutdownTimeout time.Duration `mapstructure:"shutdown_timeout"`
+	// UserAgent is the Server/User-Agent value on responses the balancer
+	// itself generates (default "sipbalancer").
+	UserAgent string `mapstructure:"user_agent"`
+}
+
+// TLS names the certificate and key files for tls:// listeners.
+type TLS struct {
+	Cert string `mapstructure:"cert"`
+	Key  string `mapstructure:"key"`
+}
+
+// Node is one FreeSWITCH node of the pool.
+type Node struct {
+	// ID names the node in logs, metrics, tokens and the admin API:
+	// 1-64 characters of [A-Za-z0-9_-]. Required, unique.
+	ID string `mapstructure:"id"`
+	// SIP is where calls are sent: host:port, or a SIP URI such as
+	// sip:10.0.0.11:5060;transport=tcp (default transport udp). Required.
+	SIP string `mapstructure:"sip"`
+	// ESL is the node's Event Socket host:port (optional).
+	ESL string `mapstructure:"esl"`
+	// ESLPassword authenticates to the Event Socket (default "ClueCon").
+	ESLPassword string `mapstructure:"esl_password"`
+	// Weight is the node's share of new calls relative to others (default 1).
+	Weight int `mapstructure:"weight"`
+	// MaxCalls caps the calls this instance keeps on the node; 0 means no
+	// local cap (Max-Sessions from ESL when available) (default 0).
+	MaxCalls int `mapstructure:"max_calls"`
+	// Priority groups nodes for the priority policy: lower is preferred
+	// (default 0).
+	Priority int `mapstructure:"priority"`
+}
+
+// Dispatcher chooses the selection policy.
+type Dispatcher struct {
+	// Policy is one of least_load, weighted_round_robin, hash, priority
+	// (default least_load).
+	Policy string `mapstructure:"policy"`
+	// HashKey is what the hash policy hashes: "call-id" or "header:<Name>"
+	// (default "call-id").
+	HashKey string `mapstructure:"hash_key"`
+}
+
+// Health configures how node health is judged.
+type Health struct {
+	Options OptionsProbe `mapstructure:"options"`
+	Passive Passive      `mapstructure:"passive"`
+}
+
+// OptionsProbe configures the SIP OPTIONS prober.
+type OptionsProbe struct {
+	// Interval between probes of one node (default 1s).
+	Interval time.Duration `mapstructure:"interval"`
+	// Timeout for one probe's answer (default 500ms).
+	Timeout time.Duration `mapstructure:"timeout"`
+	// Fall is how many consecutive failed probes mark a node down (default 2).
+	Fall int `mapstructure:"fall"`
+	// Rise is how many consecutive good probes bring it back (default 2).
+	Rise int `mapstructure:"rise"`
+}
+
+// Passive configures failure counting from live traffic.
+type Passive struct {
+	// Failures is how many consecutive INVITE failures the node caused
+	// (timeouts, failover codes) before it is taken out of rotation (default 3).
+	Failures int `mapstructure:"failures"`
+	// Cooldown is how long a node taken out by passive failures stays out
+	// before it is tried again when no active probe brings it back sooner
+	// (default 10s).
+	Cooldown time.Duration `mapstructure:"cooldown"`
+}
+
+// Failover configures serial failover of new calls.
+type Failover struct {
+	// InviteTimeout is how long a node has to send a first 18x or final
+	// response before the branch is abandoned (CANCELled if it sent 100) and
+	// the next candidate is tried (default 1s).
+	InviteTimeout time.Duration `mapstructure:"invite_timeout"`
+	// MaxAttempts caps the nodes tried for one call (default 3).
+	MaxAttempts int `mapstructure:"max_attempts"`
+	// Codes are the final responses, received before any 18x, that move the
+	// call to the next candidate (default [408, 480, 500, 502, 503, 504]).
+	Codes []int `mapstructure:"codes"`
+	// RingTimeout (RFC 3261 Timer C) ends a call that got an 18x but no final
+	// response: the node is CANCELled and the caller gets 408 (default 3m).
+	RingTimeout time.Duration `mapstructure:"ring_timeout"`
+	// RetryAfter is the Retry-After sent with 503 when no node can take a
+	// call (default 1s; whole seconds).
+	RetryAfter time.Duration `mapstructure:"retry_after"`
+}
+
+// Session configures dialog affinity.
+type Session struct {
+	// Store is memory or redis (default memory).
+	Store string `mapstructure:"store"`
+	// Redis configures the redis store.
+	Redis Redis `mapstructure:"redis"`
+	// TokenSecret is the HMAC key for Record-Route tokens; instances that
+	// share calls must share it. Empty: a random key per process (a warning
+	// is logged). Prefer SIPBALANCER_SESSION_TOKEN_SECRET to a file.
+	TokenSecret string `mapstructure:"token_secret"`
+	// EarlyTTL is how long an unanswered call's binding lives (default 5m).
+	EarlyTTL time.Duration `mapstructure:"early_ttl"`
+	// DialogTTL is how long a confirmed dialog's binding lives without
+	// in-dialog traffic (default 12h).
+	DialogTTL time.Duration `mapstructure:"dialog_ttl"`
+	// ReleaseLinger keeps a binding after BYE so that retransmissions still
+	// route (default 32s).
+	ReleaseLinger time.Duration `mapstructure:"release_linger"`
+	// MaxDialogs bounds the memory store (default 1000000).
+	MaxDialogs int `mapstructure:"max_dialogs"`
+}
+
+// Redis configures the shared affinity store.
+type Redis struct {
+	// Addrs lists host:port of Redis servers, Sentinels (with MasterName) or
+	// Cluster nodes (default ["127.0.0.1:6379"]).
+	Addrs []string `mapstructure:"addrs"`
+	// MasterName selects Sentinel mode when set.
+	MasterName string `mapstructure:"master_name"`
+	Username   string `mapstructure:"username"`
+	// Password; prefer SIPBALANCER_SESSION_REDIS_PASSWORD to a file.
+	Password string `mapstructure:"password"`
+	DB       int    `mapstructure:"db"`
+	// KeyPrefix starts every key (default "sipb").
+	KeyPrefix string `mapstructure:"key_prefix"`
+	// TLS enables TLS to Redis.
+	TLS bool `mapstructure:"tls"`
+	// DialTimeout, ReadTimeout, WriteTimeout (defaults 1s, 200ms, 200ms).
+	DialTimeout  time.Duration `mapstructure:"dial_timeout"`
+	ReadTimeout  time.Duration `mapstructure:"read_timeout"`
+	WriteTimeout time.Duration `mapstructure:"write_timeout"`
+	// PoolSize per Redis node (default 20).
+	PoolSize int `mapstructure:"pool_size"`
+}
+
+// Admin configures the admin HTTP server.
+type Admin struct {
+	// Listen is host:port; empty disables it (default "127.0.0.1:9090").
+	Listen string `mapstructure:"listen"`
+	// Token is the bearer token for mutating endpoints; prefer
+	// SIPBALANCER_ADMIN_TOKEN to a file.
+	Token string `mapstructure:"token"`
+}
+
+// Log configures zap.
+type Log struct {
+	// Level is debug, info, warn or error (default info).
+	Level string `mapstructure:"level"`
+	// Format is json or console (default json).
+	Format string `mapstructure:"format"`
+}

@@ -1,0 +1,132 @@
+package fsemu
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+// DefaultUserAgent is the User-Agent the node puts on every message, the
+// string a FreeSWITCH 1.10.12 package announces.
+const DefaultUserAgent = "FreeSWITCH-mod_sofia/1.10.12-release~64bit"
+
+// DefaultMaxRecords is how many call records a node keeps by default.
+const DefaultMaxRecords = 200000
+
+// Config describes one emulated FreeSWITCH node. The zero value is usable:
+// it listens on 127.0.0.1 on a free port and answers every call at once.
+// Defaults are applied in one place (withDefaults) and checked in another
+// (validate); the field comments state them.
+type Config struct {
+	// ID names the node in logs (default "fsemu").
+	ID string
+	// Listen is the host:port served over UDP and TCP on the same port
+	// (default "127.0.0.1:0": a free port, the same number for both).
+	Listen string
+	// Advertise is the host written into Contact, Via and the SDP
+	// (default: the listen host; for a wildcard listen host, the first
+	// non-loopback IPv4 address, else 127.0.0.1).
+	Advertise string
+	// AnswerDelay is the time between 180 Ringing and 200 OK (default 0).
+	AnswerDelay time.Duration
+	// RingDelay is the time between receiving an INVITE and 180 Ringing
+	// (default 0). 100 Trying is always sent at once.
+	RingDelay time.Duration
+	// HoldTime, when positive, makes the node hang up (BYE through the route
+	// set) this long after the ACK (default 0: the caller hangs up).
+	HoldTime time.Duration
+	// MaxSessions caps calls in progress (ringing plus established). At the
+	// cap an INVITE gets 503 Maximum Calls In Progress with Retry-After: 300
+	// and no 100 Trying (default 0: unlimited).
+	MaxSessions int
+	// Fail503Ratio is the fraction of new INVITEs answered 503 Maximum Calls
+	// In Progress (fault injection; default 0).
+	Fail503Ratio float64
+	// DropRatio is the fraction of new INVITEs never answered at all: no 100,
+	// and retransmissions are ignored too (fault injection; default 0).
+	DropRatio float64
+	// OptionsAlways200 keeps OPTIONS at 200 while paused or full, as
+	// FreeSWITCH >= 1.11.1 does by default. False gives the 1.11.0 (or
+	// sip-options-respond-503-on-busy=true) behaviour: 503 Maximum Calls In
+	// Progress with Retry-After: 300 (default false).
+	OptionsAlways200 bool
+	// Logger receives the node's logs (default: discarded).
+	Logger *slog.Logger
+	// Seed seeds the fault-injection random source (default 0: random).
+	Seed int64
+
+	// T1 starts the 2xx retransmission interval; an unacknowledged 2xx is
+	// given up after 64*T1, and the node then sends BYE (default sip.T1,
+	// 500ms). It is per node: sipgo's package-wide timers are not touched.
+	T1 time.Duration
+	// T2 caps the 2xx retransmission interval (default sip.T2, 4s).
+	T2 time.Duration
+	// MaxRecords bounds the call records kept for Calls; the oldest go first
+	// (default DefaultMaxRecords).
+	MaxRecords int
+	// UserAgent is the User-Agent header value (default DefaultUserAgent).
+	UserAgent string
+}
+
+// withDefaults returns c with every unset field given its default.
+func (c Config) withDefaults() Config {
+	if c.ID == "" {
+		c.ID = "fsemu"
+	}
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:0"
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.T1 == 0 {
+		c.T1 = sip.T1
+	}
+	if c.T2 == 0 {
+		c.T2 = sip.T2
+	}
+	if c.MaxRecords == 0 {
+		c.MaxRecords = DefaultMaxRecords
+	}
+	if c.UserAgent == "" {
+		c.UserAgent = DefaultUserAgent
+	}
+	return c
+}
+
+// validate reports the first bad field, named as in Config.
+func (c Config) validate() error {
+	host, port, err := net.SplitHostPort(c.Listen)
+	if err != nil {
+		return fmt.Errorf("fsemu: Listen %q: %w", c.Listen, err)
+	}
+	if host != "" && net.ParseIP(host) == nil {
+		return fmt.Errorf("fsemu: Listen %q: host must be an IP address", c.Listen)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		return fmt.Errorf("fsemu: Listen %q: bad port", c.Listen)
+	}
+	var errs []error
+	check := func(ok bool, format string, args ...any) {
+		if !ok {
+			errs = append(errs, fmt.Errorf("fsemu: "+format, args...))
+		}
+	}
+	check(c.AnswerDelay >= 0, "AnswerDelay %v must not be negative", c.AnswerDelay)
+	check(c.RingDelay >= 0, "RingDelay %v must not be negative", c.RingDelay)
+	check(c.HoldTime >= 0, "HoldTime %v must not be negative", c.HoldTime)
+	check(c.MaxSessions >= 0, "MaxSessions %d must not be negative", c.MaxSessions)
+	check(validRatio(c.Fail503Ratio), "Fail503Ratio %v must be within [0, 1]", c.Fail503Ratio)
+	check(validRatio(c.DropRatio), "DropRatio %v must be within [0, 1]", c.DropRatio)
+	check(c.T1 > 0, "T1 %v must be positive", c.T1)
+	check(c.T2 >= c.T1, "T2 %v must not be below T1 %v", c.T2, c.T1)
+	check(c.MaxRecords > 0, "MaxRecords %d must be positive", c.MaxRecords)
+	return errors.Join(errs...)
+}
+
+func validRatio(r float64) bool { return r >= 0 && r <= 1 }

@@ -1,0 +1,59 @@
+// Package fsemu emulates a FreeSWITCH node as a SIP proxy in front of it
+// sees one: a mod_sofia profile answering calls over UDP and TCP on one
+// port. sipbalancer's tests, demo and benchmarks run it in place of real
+// FreeSWITCH; nothing in it depends on the balancer.
+//
+// # What a node does
+//
+// An initial INVITE gets 100 Trying at once, 180 Ringing (with the node's
+// To tag and Contact) after RingDelay, and 200 OK with an SDP answer after
+// AnswerDelay more. Responses to the INVITE copy its Record-Route. The 200
+// is retransmitted over UDP at T1, 2*T1, ... capped at T2 until the ACK
+// arrives (RFC 3261 13.3.1.4; sipgo's transaction does not do it); with no
+// ACK after 64*T1 the node sends BYE, as FreeSWITCH does. With HoldTime set
+// the node hangs up itself that long after the ACK.
+//
+// Node-originated BYEs follow RFC 3261 12.2.1.1 for a UAS: Request-URI =
+// the caller's Contact, Route = the INVITE's Record-Route top first, sent to
+// the first Route when it is a loose router, CSeq from the node's own
+// sequence, From/To swapped relative to the INVITE. They leave from the
+// node's listening UDP socket so they pass through the proxy that
+// record-routed the call.
+//
+// In-dialog requests are matched by Call-ID and both tags: re-INVITE gets
+// 200 with SDP (and its own 2xx retransmission), UPDATE, INFO, OPTIONS,
+// PRACK, NOTIFY and MESSAGE 200, REFER 202, BYE 200; anything that matches
+// no live dialog gets 481 Call/Transaction Does Not Exist.
+//
+// CANCEL is answered by sipgo (200 to the CANCEL, 487 to the INVITE); the
+// node marks the call cancelled, stops its timers, and makes sure no 200 or
+// 180 follows the 487 (see respondInvite).
+//
+// # Admission, as mod_sofia's gate
+//
+// When the node is paused (Pause, like `fsctl pause`) or at MaxSessions, a
+// new INVITE gets 503 Maximum Calls In Progress with Retry-After: 300 and no
+// 100 Trying. OPTIONS get the same 503 unless OptionsAlways200, which is
+// the FreeSWITCH >= 1.11.1 default (OPTIONS stay 200 while paused or full).
+// Fault injection answers a fraction of INVITEs 503 (Fail503Ratio) or
+// ignores them completely, retransmissions included (DropRatio). This
+// state lives in one place (admission) so an Event Socket front end can
+// share it with SIP.
+//
+// # Records
+//
+// Stats counts events; Calls and Call return per-Call-ID records whose
+// Methods list every request received for the Call-ID in arrival order,
+// retransmissions included (they are taken from sipgo's transport layer,
+// before transactions absorb them). At most MaxRecords records are kept.
+//
+// # Known differences from FreeSWITCH
+//
+// The 487 that sipgo sends on CANCEL carries a To tag of its own, not the
+// one of the 180. There is no RTP. Only INVITE-related session limits are
+// modelled (no sessions-per-second throttle, no standby "System Paused").
+//
+// Large messages: sipgo refuses UDP messages above sip.UDPMTUSize-200 bytes
+// (1300 by default). A program that expects long Record-Route or Via sets
+// may raise sip.UDPMTUSize before starting nodes; cmd/fsemu does.
+package fsemu

@@ -1,0 +1,267 @@
+package sip
+
+import (
+	"errors"
+	"runtime/debug"
+
+	"github.com/emiago/sipgo/sip"
+	"go.uber.org/zap"
+
+	"github.com/sipbalancer/sipbalancer/pkg/dispatcher"
+	"github.com/sipbalancer/sipbalancer/pkg/session"
+)
+
+// dialogTarget is where an in-dialog request goes.
+type dialogTarget struct {
+	node      *dispatcher.Node // owning node
+	toNode    bool             // true: deliver to node; false: to the carrier side
+	dest      string
+	transport string
+	recipient *sip.Uri // strict routing only
+	dropLast  bool
+	viaToken  bool // the owner came from the token, not the store
+}
+
+var (
+	errNoDialog  = errors.New("no route for dialog")
+	errForbidden = errors.New("request toward a carrier from a source that is not a node")
+)
+
+// resolveDialog finds the owning node and the direction of an in-dialog
+// request: from our Route token when there is one (no state needed), else
+// from the affinity store by Call-ID.
+func (p *Proxy) resolveDialog(req *sip.Request, r *routing) (dialogTarget, error) {
+	var t dialogTarget
+	if r.hasToken {
+		t.node = p.disp.Node(r.token.NodeID)
+		// A call from a carrier travels toward the node in its original
+		// direction; a call the node originated, the other way round.
+		t.toNode = r.sameDir != r.token.Outbound
+		t.viaToken = t.node != nil
+	}
+	src := p.sourceNode(req)
+	if t.node == nil {
+		ctx, cancel := storeCtx()
+		b, err := p.store.Lookup(ctx, string(*req.CallID()))
+		cancel()
+		if err != nil {
+			return t, errNoDialog
+		}
+		t.node = p.disp.Node(b.NodeID)
+		if t.node == nil {
+			return t, errNoDialog
+		}
+		t.toNode = src == nil
+	}
+	if t.toNode {
+		t.dest, t.transport = p.nodeTarget(t.node)
+		if r.strict && r.strictNext != nil {
+			t.recipient, t.dropLast = r.strictNext, true
+		}
+		return t, nil
+	}
+	// Toward the carrier: only a node may send that way, or the balancer
+	// would relay anything anyone sends it.
+	if src == nil {
+		return t, errForbidden
+	}
+	switch {
+	case r.next != nil:
+		t.dest, t.transport = uriTarget(r.next)
+	case r.strict && r.strictNext != nil:
+		t.recipient, t.dropLast = r.strictNext, true
+		t.dest, t.transport = uriTarget(r.strictNext)
+	default:
+		t.dest, t.transport = uriTarget(&req.Recipient)
+	}
+	return t, nil
+}
+
+// inDialog forwards a request inside a dialog (To tag present) statefully,
+// with no failover: the dialog lives on its node.
+func (p *Proxy) inDialog(req *sip.Request, tx sip.ServerTransaction, mf uint32) {
+	r := p.route(req)
+	t, err := p.resolveDialog(req, &r)
+	if err != nil {
+		p.dialogError(req, tx, err)
+		return
+	}
+	callID := string(*req.CallID())
+	spec := outSpec{
+		via:        newVia(p.listenerFor(t.transport), t.transport, p.br.branch(req, string(req.Method), 0)),
+		prevVia:    receivedVia(req),
+		dropRoutes: r.ours,
+		dropLast:   t.dropLast,
+		recipient:  t.recipient,
+		maxFwd:     mf,
+		transport:  t.transport,
+		dest:       t.dest,
+		laddr:      p.laddrFor(t.transport),
+	}
+	b := &branch{p: p, in: req, tx: tx, out: buildRequest(req, &spec), upDest: responseDest(req)}
+	if t.toNode {
+		b.node = t.node
+	}
+	if err := b.start(); err != nil {
+		p.debug("in-dialog forward failed", zap.String("call_id", callID), zap.Error(err))
+		p.respond(req, tx, 503, "Service Unavailable", p.retryAfter)
+		return
+	}
+	opts := runOpts{}
+	switch req.Method {
+	case sip.INVITE:
+		opts.ringTimeout = p.cfg.RingTimeout
+		opts.cancelled = cancelSignal(tx)
+		opts.onFinal = func(res *sip.Response) {
+			if res.IsSuccess() {
+				p.touchAsync(callID)
+			}
+		}
+	case sip.BYE:
+		opts.onFinal = func(*sip.Response) { p.releaseAsync(callID) }
+	default:
+		p.touchAsync(callID)
+	}
+	b.run(opts)
+}
+
+func (p *Proxy) dialogError(req *sip.Request, tx sip.ServerTransaction, err error) {
+	switch {
+	case errors.Is(err, errForbidden):
+		p.reject(req, tx, &rejection{code: 403, reason: "Forbidden", label: "not_a_node"})
+	default:
+		p.reject(req, tx, &rejection{code: 481, reason: "Call/Transaction Does Not Exist", label: "no_dialog"})
+	}
+}
+
+// onWire sees every message sipgo's transports read, synchronously and in
+// arrival order, before any per-message goroutine runs our handlers. ACKs
+// for 2xx are forwarded here: an ACK is the one request a UA sends without
+// waiting for an answer, usually right before its next request (a
+// re-INVITE, a BYE). Forwarded from a goroutine of its own it could be
+// overtaken by that request, and a node that sees a re-INVITE before the
+// ACK of the previous INVITE answers 491. Here it leaves before the next
+// message of its connection is even parsed.
+//
+// An ACK for a non-2xx final belongs to the INVITE's server transaction
+// (same branch), which absorbs it: those are recognised by their branch and
+// left alone.
+func (p *Proxy) onWire(msg sip.Message) {
+	req, ok := msg.(*sip.Request)
+	if !ok || req.Method != sip.ACK {
+		return
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			p.log.Error("panic forwarding ACK", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+		}
+	}()
+	if b := topBranch(req); b != "" {
+		if _, pending := p.inviteBranches.Load(b); pending {
+			return
+		}
+	}
+	p.forwardAck(req)
+}
+
+// trackInvite remembers the branch of an INVITE server transaction until
+// it ends, so that onWire leaves its non-2xx ACK to it. A 2xx answer
+// untracks it at once (untrackInvite): the ACK of a 2xx is end to end, and
+// an old (RFC 2543) UA may send it on the INVITE's branch.
+func (p *Proxy) trackInvite(req *sip.Request, tx sip.ServerTransaction) {
+	b := topBranch(req)
+	if b == "" {
+		return
+	}
+	p.inviteBranches.Store(b, struct{}{})
+	if !tx.OnTerminate(func(string, error) { p.inviteBranches.Delete(b) }) {
+		p.inviteBranches.Delete(b)
+	}
+}
+
+func (p *Proxy) untrackInvite(req *sip.Request) {
+	if b := topBranch(req); b != "" {
+		p.inviteBranches.Delete(b)
+	}
+}
+
+func topBranch(req *sip.Request) string {
+	if v := req.Via(); v != nil {
+		b, _ := v.Params.Get("branch")
+		return b
+	}
+	return ""
+}
+
+// forwardAck forwards an ACK for a 2xx statelessly, end to end (the branch
+// is derived from the inbound one, so a retransmitted ACK gets the same,
+// §16.11).
+func (p *Proxy) forwardAck(req *sip.Request) {
+	mf, rej := checkRequest(req)
+	if rej != nil || tagOf(req.To().Params) == "" {
+		return
+	}
+	if p.looped(req) {
+		return
+	}
+	r := p.route(req)
+	t, err := p.resolveDialog(req, &r)
+	if err != nil {
+		p.debug("ACK dropped", zap.String("call_id", string(*req.CallID())), zap.Error(err))
+		return
+	}
+	spec := outSpec{
+		via:        newVia(p.listenerFor(t.transport), t.transport, p.br.branch(req, "ACK", 0)),
+		prevVia:    receivedVia(req),
+		dropRoutes: r.ours,
+		dropLast:   t.dropLast,
+		recipient:  t.recipient,
+		maxFwd:     mf,
+		transport:  t.transport,
+		dest:       t.dest,
+		laddr:      p.laddrFor(t.transport),
+	}
+	if err := p.cl.WriteRequest(buildRequest(req, &spec), noBuild); err != nil {
+		p.debug("ACK forward failed", zap.String("call_id", string(*req.CallID())), zap.Error(err))
+	}
+}
+
+// handleCancel gets the CANCELs sipgo could not match to a server
+// transaction of ours: their INVITE was forwarded by another instance, or
+// its transaction is gone. The store names the node and the attempt; the
+// branch of that attempt's INVITE is derived as its forwarder did, and the
+// CANCEL is forwarded statelessly (§16.10). The node's 200 comes back as a
+// stray response and is relayed.
+func (p *Proxy) handleCancel(req *sip.Request, tx sip.ServerTransaction) {
+	mf, rej := checkRequest(req)
+	if rej != nil {
+		p.reject(req, tx, rej)
+		return
+	}
+	ctx, cancel := storeCtx()
+	b, err := p.store.Lookup(ctx, string(*req.CallID()))
+	cancel()
+	var node *dispatcher.Node
+	if err == nil && b.State == session.Early && !b.Outbound {
+		node = p.disp.Node(b.NodeID)
+	}
+	if node == nil {
+		p.reject(req, tx, &rejection{code: 481, reason: "Call/Transaction Does Not Exist", label: "no_transaction"})
+		return
+	}
+	r := p.route(req)
+	dest, transport := p.nodeTarget(node)
+	spec := outSpec{
+		via:        newVia(p.listenerFor(transport), transport, p.br.branch(req, "INVITE", b.Attempt)),
+		prevVia:    receivedVia(req),
+		dropRoutes: r.ours,
+		maxFwd:     mf,
+		transport:  transport,
+		dest:       dest,
+		laddr:      p.laddrFor(transport),
+	}
+	if err := p.cl.WriteRequest(buildRequest(req, &spec), noBuild); err != nil {
+		p.debug("CANCEL forward failed", zap.Error(err))
+		p.respond(req, tx, 503, "Service Unavailable", p.retryAfter)
+	}
+}

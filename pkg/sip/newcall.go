@@ -1,0 +1,172 @@
+package sip
+
+import (
+	"github.com/emiago/sipgo/sip"
+	"go.uber.org/zap"
+
+	"github.com/sipbalancer/sipbalancer/pkg/dispatcher"
+	"github.com/sipbalancer/sipbalancer/pkg/session"
+)
+
+// maxCandidates bounds failover attempts per call (and the stack array the
+// dispatcher fills).
+const maxCandidates = 16
+
+// createsDialog reports whether a request method creates a dialog and must
+// therefore be record-routed and bound.
+func createsDialog(m sip.RequestMethod) bool {
+	return m == sip.INVITE || m == sip.SUBSCRIBE || m == sip.REFER
+}
+
+// newCall handles an out-of-dialog request from a carrier: a new call
+// (INVITE) or another request for the pool (MESSAGE, SUBSCRIBE...). The
+// node is chosen by the dispatcher and failed over serially.
+func (p *Proxy) newCall(req *sip.Request, tx sip.ServerTransaction, mf uint32) {
+	isInvite := req.IsInvite()
+	if isInvite && p.draining.Load() {
+		p.respond(req, tx, 503, "Service Unavailable", p.retryAfter)
+		return
+	}
+	var cancelled <-chan struct{}
+	if isInvite {
+		// At once, so that the carrier stops retransmitting while we pick.
+		p.respond(req, tx, 100, "Trying")
+		cancelled = cancelSignal(tx)
+	}
+
+	var buf [maxCandidates]*dispatcher.Node
+	n := min(p.cfg.MaxAttempts, maxCandidates)
+	cands := p.disp.Pick(p.hashKey(req), buf[:0:n])
+	callID := string(*req.CallID())
+	if len(cands) == 0 {
+		p.log.Warn("no node available for new call", zap.String("call_id", callID))
+		p.respond(req, tx, 503, "Service Unavailable", p.retryAfter)
+		return
+	}
+
+	fromTag := tagOf(req.From().Params)
+	upDest := responseDest(req)
+	prevVia := receivedVia(req)
+	r := p.route(req) // a preloaded Route to us is removed
+	dialog := createsDialog(req.Method)
+
+	for attempt, node := range cands {
+		if cancelled != nil {
+			select {
+			case <-cancelled:
+				p.releaseAsync(callID)
+				return
+			default:
+			}
+		}
+		dest, transport := p.nodeTarget(node)
+		spec := outSpec{
+			via:        newVia(p.listenerFor(transport), transport, p.br.branch(req, string(req.Method), attempt)),
+			prevVia:    prevVia,
+			dropRoutes: r.ours,
+			maxFwd:     mf,
+			transport:  transport,
+			dest:       dest,
+			laddr:      p.laddrFor(transport),
+		}
+		if dialog {
+			token := p.signer.Sign(session.Token{NodeID: node.ID()}, callID, fromTag)
+			spec.rr = p.recordRoute(req.Transport(), transport, token)
+			p.bindAsync(session.Binding{CallID: callID, NodeID: node.ID(), Attempt: attempt})
+		}
+		b := &branch{p: p, in: req, tx: tx, out: buildRequest(req, &spec), node: node, upDest: upDest}
+		if err := b.start(); err != nil {
+			p.nodeFailed(node, "transport", callID, err)
+			continue
+		}
+		node.AddInflight(1)
+		opts := runOpts{
+			failover:     true,
+			firstTimeout: p.cfg.InviteTimeout,
+			cancelled:    cancelled,
+		}
+		if isInvite {
+			opts.ringTimeout = p.cfg.RingTimeout
+		}
+		if dialog {
+			nodeID := node.ID()
+			opts.onFinal = func(res *sip.Response) {
+				if res.IsSuccess() {
+					p.confirmAsync(callID, nodeID)
+				} else {
+					p.releaseAsync(callID)
+				}
+			}
+		}
+		oc, reason := b.run(opts)
+		node.AddInflight(-1)
+		if oc == outcomeDone {
+			if cancelled != nil && dialog && !b.won.Load() {
+				select {
+				case <-cancelled:
+					p.releaseAsync(callID)
+				default:
+				}
+			}
+			return
+		}
+		p.nodeFailed(node, reason, callID, nil)
+	}
+	p.log.Warn("all candidates failed", zap.String("call_id", callID), zap.Int("tried", len(cands)))
+	if dialog {
+		p.releaseAsync(callID)
+	}
+	p.respond(req, tx, 503, "Service Unavailable", p.retryAfter)
+}
+
+// nodeFailed records a passive failure of node for a new call.
+func (p *Proxy) nodeFailed(n *dispatcher.Node, reason, callID string, err error) {
+	if p.passv != nil {
+		p.passv.InviteFailed(n.ID(), reason)
+	}
+	if ce := p.log.Check(zap.InfoLevel, "failing over"); ce != nil {
+		ce.Write(zap.String("node", n.ID()), zap.String("reason", reason),
+			zap.String("call_id", callID), zap.Error(err))
+	}
+}
+
+// hashKey is the dispatcher key of a request: the configured header's value
+// or the Call-ID.
+func (p *Proxy) hashKey(req *sip.Request) dispatcher.Key {
+	if p.cfg.HashHeader != "" {
+		if h := req.GetHeader(p.cfg.HashHeader); h != nil {
+			return dispatcher.KeyFromString(h.Value())
+		}
+	}
+	return dispatcher.KeyFromString(string(*req.CallID()))
+}
+
+// The affinity store's writes never block forwarding: the memory store is
+// immediate and the Redis store queues. Errors are the store's to count.
+func (p *Proxy) bindAsync(b session.Binding) {
+	ctx, cancel := storeCtx()
+	defer cancel()
+	if err := p.store.Bind(ctx, b, p.cfg.EarlyTTL); err != nil {
+		p.debug("affinity bind failed", zap.String("call_id", b.CallID), zap.Error(err))
+	}
+}
+
+func (p *Proxy) confirmAsync(callID, nodeID string) {
+	ctx, cancel := storeCtx()
+	defer cancel()
+	if err := p.store.Confirm(ctx, callID, nodeID, p.cfg.DialogTTL); err != nil {
+		p.debug("affinity confirm failed", zap.String("call_id", callID), zap.Error(err))
+	}
+}
+
+func (p *Proxy) touchAsync(callID string) {
+	ctx, cancel := storeCtx()
+	defer cancel()
+	_ = p.store.Touch(ctx, callID, p.cfg.DialogTTL)
+}
+
+func (p *Proxy) releaseAsync(callID string) {
+	ctx, cancel := storeCtx()
+	defer cancel()
+	_ = p.store.Release(ctx, callID, p.cfg.ReleaseLinger)
+}

@@ -1,0 +1,429 @@
+package sip
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net/netip"
+	"runtime/debug"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/sipbalancer/sipbalancer/pkg/dispatcher"
+	"github.com/sipbalancer/sipbalancer/pkg/session"
+)
+
+// Config is what the proxy takes from the configuration file.
+type Config struct {
+	Listen    []Listen
+	Advertise string
+	TLS       *tls.Config
+	// UserAgent goes into the Server header of responses we generate.
+	UserAgent string
+
+	InviteTimeout time.Duration
+	RingTimeout   time.Duration
+	MaxAttempts   int
+	FailoverCodes []int
+	// RetryAfter is the Retry-After value, in seconds, of our 503s.
+	RetryAfter int
+
+	EarlyTTL      time.Duration
+	DialogTTL     time.Duration
+	ReleaseLinger time.Duration
+
+	// HashHeader names the header whose value keys the hash policy; empty
+	// means the Call-ID.
+	HashHeader string
+}
+
+// PassiveObserver learns what nodes did with live traffic. Only what the
+// node caused is reported: our own shedding never counts against a node.
+type PassiveObserver interface {
+	// InviteFailed: the node did not answer in time, or answered a
+	// failover code before any 18x.
+	InviteFailed(nodeID, reason string)
+	// InviteAnswered: the node sent an 18x or a final response.
+	InviteAnswered(nodeID string)
+}
+
+// Deps are the proxy's collaborators.
+type Deps struct {
+	Dispatcher *dispatcher.Dispatcher
+	Store      session.Store
+	Signer     *session.Signer
+	// Secret keys the deterministic Via branches; it must be the same on
+	// every instance (the token secret).
+	Secret  []byte
+	Passive PassiveObserver // optional
+	Logger  *zap.Logger     // optional
+}
+
+// Proxy is the SIP side of sipbalancer.
+type Proxy struct {
+	cfg    Config
+	disp   *dispatcher.Dispatcher
+	store  session.Store
+	signer *session.Signer
+	br     *brancher
+	passv  PassiveObserver
+	log    *zap.Logger
+
+	ua  *sipgo.UserAgent
+	srv *sipgo.Server
+	cl  *sipgo.Client
+
+	listeners []*listener
+	byNetwork map[string]*listener // first listener per network
+	self      selfSet
+
+	failoverCodes [700]bool
+	retryAfter    sip.Header
+	serverHdr     sip.Header
+
+	// inviteBranches holds the top-Via branches of INVITE server
+	// transactions that may still see an ACK for a non-2xx final.
+	inviteBranches sync.Map
+
+	draining atomic.Bool
+	inflight atomic.Int64 // requests being handled
+	wg       sync.WaitGroup
+	closed   atomic.Bool
+}
+
+// noBuild stops sipgo's Client from "completing" our requests: with no
+// option it would add missing headers and reallocate the header list. Our
+// outbound copies are complete.
+func noBuild(*sipgo.Client, *sip.Request) error { return nil }
+
+// New builds a proxy. Listeners are bound by Start.
+func New(cfg Config, deps Deps) (*Proxy, error) {
+	if deps.Dispatcher == nil || deps.Store == nil || deps.Signer == nil {
+		return nil, errors.New("sip: dispatcher, store and signer are required")
+	}
+	if len(cfg.Listen) == 0 {
+		return nil, errors.New("sip: no listen address")
+	}
+	if cfg.InviteTimeout <= 0 || cfg.MaxAttempts <= 0 {
+		return nil, errors.New("sip: invite timeout and max attempts must be positive")
+	}
+	if cfg.UserAgent == "" {
+		cfg.UserAgent = "sipbalancer"
+	}
+	if cfg.RetryAfter <= 0 {
+		cfg.RetryAfter = 1
+	}
+	if cfg.RingTimeout <= 0 {
+		cfg.RingTimeout = 3 * time.Minute
+	}
+	log := deps.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	p := &Proxy{
+		cfg:        cfg,
+		disp:       deps.Dispatcher,
+		store:      deps.Store,
+		signer:     deps.Signer,
+		br:         newBrancher(deps.Secret),
+		passv:      deps.Passive,
+		log:        log.Named("sip"),
+		byNetwork:  make(map[string]*listener),
+		retryAfter: sip.NewHeader("Retry-After", strconv.Itoa(cfg.RetryAfter)),
+		serverHdr:  sip.NewHeader("Server", cfg.UserAgent),
+	}
+	for _, c := range cfg.FailoverCodes {
+		if c >= 300 && c < 700 {
+			p.failoverCodes[c] = true
+		}
+	}
+	return p, nil
+}
+
+// Start binds every listener (an error if any fails) and serves them until
+// Close. Binding happens before Start returns, so the addresses are known.
+func (p *Proxy) Start() error {
+	// sipgo refuses UDP messages above UDPMTUSize-200; calls with large SDP
+	// or many Record-Routes must not fail for that. It is a process-wide
+	// setting of sipgo's.
+	if sip.UDPMTUSize < 65000 {
+		sip.UDPMTUSize = 65000
+	}
+	fallback := ""
+	for _, l := range p.cfg.Listen {
+		bl, err := bind(l, p.cfg.TLS)
+		if err != nil {
+			p.closeListeners()
+			return err
+		}
+		if bl.bound.Addr().IsUnspecified() && fallback == "" {
+			fallback = firstHostIPv4()
+		}
+		if err := bl.advertiseFor(p.cfg.Advertise, fallback); err != nil {
+			bl.close()
+			p.closeListeners()
+			return err
+		}
+		p.listeners = append(p.listeners, bl)
+		if _, ok := p.byNetwork[bl.network]; !ok {
+			p.byNetwork[bl.network] = bl
+		}
+	}
+	p.self = newSelfSet(p.listeners)
+
+	ua, err := sipgo.NewUA(
+		sipgo.WithUserAgent(p.cfg.UserAgent),
+		sipgo.WithUserAgentTransactionLayerOptions(
+			sip.WithTransactionLayerUnhandledResponseHandler(p.onStrayResponse),
+			sip.WithTransactionLayerTerminateOnConnClose(),
+		),
+	)
+	if err != nil {
+		p.closeListeners()
+		return fmt.Errorf("sip: user agent: %w", err)
+	}
+	srv, err := sipgo.NewServer(ua)
+	if err != nil {
+		p.closeListeners()
+		return fmt.Errorf("sip: server: %w", err)
+	}
+	cl, err := sipgo.NewClient(ua)
+	if err != nil {
+		p.closeListeners()
+		return fmt.Errorf("sip: client: %w", err)
+	}
+	p.ua, p.srv, p.cl = ua, srv, cl
+	for _, m := range []sip.RequestMethod{
+		sip.INVITE, sip.ACK, sip.CANCEL, sip.BYE, sip.OPTIONS, sip.UPDATE, sip.INFO,
+		sip.REFER, sip.NOTIFY, sip.PRACK, sip.MESSAGE, sip.SUBSCRIBE, sip.PUBLISH, sip.REGISTER,
+	} {
+		srv.OnRequest(m, p.handle)
+	}
+	srv.OnNoRoute(p.handle)
+	ua.TransportLayer().OnMessage(p.onWire)
+
+	for _, l := range p.listeners {
+		l := l
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			var err error
+			switch l.network {
+			case "udp":
+				err = srv.ServeUDP(l.udp)
+			case "tcp":
+				err = srv.ServeTCP(l.ln)
+			case "tls":
+				err = srv.ServeTLS(l.ln)
+			}
+			if err != nil && !p.closed.Load() {
+				p.log.Error("listener stopped", zap.String("listener", l.String()), zap.Error(err))
+			}
+		}()
+		p.log.Info("listening", zap.String("listener", l.String()),
+			zap.String("advertise", l.advHost+":"+strconv.Itoa(l.advPort)))
+	}
+	return nil
+}
+
+// Addr returns the bound address of the first listener of network ("udp",
+// "tcp", "tls"), or "".
+func (p *Proxy) Addr(network string) string {
+	if l, ok := p.byNetwork[network]; ok {
+		return l.bound.String()
+	}
+	return ""
+}
+
+// Listeners lists the bound listeners as scheme://addr.
+func (p *Proxy) Listeners() []string {
+	out := make([]string, 0, len(p.listeners))
+	for _, l := range p.listeners {
+		out = append(out, l.String())
+	}
+	return out
+}
+
+// Drain makes the proxy refuse new calls with 503 while it keeps routing
+// requests of established dialogs and finishing transactions in flight.
+func (p *Proxy) Drain() { p.draining.Store(true) }
+
+// Draining reports whether Drain was called.
+func (p *Proxy) Draining() bool { return p.draining.Load() }
+
+// InFlight is the number of requests whose handling has not finished (an
+// INVITE counts until its final response).
+func (p *Proxy) InFlight() int64 { return p.inflight.Load() }
+
+// Close stops the listeners and the SIP stack.
+func (p *Proxy) Close() error {
+	if p.closed.Swap(true) {
+		return nil
+	}
+	p.closeListeners()
+	var err error
+	if p.ua != nil {
+		err = p.ua.Close()
+	}
+	p.wg.Wait()
+	return err
+}
+
+func (p *Proxy) closeListeners() {
+	for _, l := range p.listeners {
+		l.close()
+	}
+}
+
+// listenerFor returns the listener to send over transport ("UDP", "TCP",
+// "TLS"), falling back to any listener.
+func (p *Proxy) listenerFor(transport string) *listener {
+	switch transport {
+	case "UDP", "udp":
+		if l := p.byNetwork["udp"]; l != nil {
+			return l
+		}
+	case "TCP", "tcp":
+		if l := p.byNetwork["tcp"]; l != nil {
+			return l
+		}
+	case "TLS", "tls":
+		if l := p.byNetwork["tls"]; l != nil {
+			return l
+		}
+	}
+	return p.listeners[0]
+}
+
+// laddrFor is the local address requests over transport leave from: the
+// UDP listener for UDP, nothing (the connection pool decides) otherwise.
+func (p *Proxy) laddrFor(transport string) sip.Addr {
+	if transport == "UDP" {
+		if l := p.byNetwork["udp"]; l != nil {
+			return l.laddr
+		}
+	}
+	return sip.Addr{}
+}
+
+// handle is the single entry point for every request sipgo hands us.
+func (p *Proxy) handle(req *sip.Request, tx sip.ServerTransaction) {
+	p.inflight.Add(1)
+	defer p.inflight.Add(-1)
+	defer func() {
+		if r := recover(); r != nil {
+			p.log.Error("panic handling request", zap.Any("panic", r),
+				zap.String("method", string(req.Method)), zap.ByteString("stack", debug.Stack()))
+			if req.Method != sip.ACK && tx != nil {
+				p.respond(req, tx, 500, "Server Internal Error")
+			}
+		}
+	}()
+
+	switch req.Method {
+	case sip.ACK:
+		// Forwarded in arrival order by onWire, or absorbed.
+		return
+	case sip.INVITE:
+		p.trackInvite(req, tx)
+	case sip.CANCEL:
+		p.handleCancel(req, tx)
+		return
+	}
+
+	mf, rej := checkRequest(req)
+	if rej != nil {
+		if rej.code == 483 && req.Method == sip.OPTIONS && req.To() != nil && tagOf(req.To().Params) == "" {
+			// §16.3 step 3: a proxy may answer an OPTIONS whose hops ran out.
+			p.answerOptions(req, tx)
+			return
+		}
+		p.reject(req, tx, rej)
+		return
+	}
+	if p.looped(req) {
+		p.reject(req, tx, &rejection{code: 482, reason: "Loop Detected", label: "loop"})
+		return
+	}
+	if tagOf(req.To().Params) != "" {
+		p.inDialog(req, tx, mf)
+		return
+	}
+	if src := p.sourceNode(req); src != nil {
+		p.fromNode(req, tx, mf, src)
+		return
+	}
+	if req.Method == sip.OPTIONS {
+		// Carriers ping their trunk: that is us.
+		p.answerOptions(req, tx)
+		return
+	}
+	p.newCall(req, tx, mf)
+}
+
+// sourceNode returns the configured node req came from, or nil. Over UDP
+// the source must be the node's address exactly; over TCP and TLS the node
+// may connect from an ephemeral port, so its IP is enough.
+func (p *Proxy) sourceNode(req *sip.Request) *dispatcher.Node {
+	ap, err := netip.ParseAddrPort(req.Source())
+	if err != nil {
+		return nil
+	}
+	n := p.disp.Snapshot().NodeBySource(ap)
+	if n == nil {
+		return nil
+	}
+	if req.Transport() == "UDP" && n.Spec.Addr.Addr().Unmap() == ap.Addr().Unmap() && n.Spec.Addr.Port() != ap.Port() {
+		return nil
+	}
+	return n
+}
+
+// respond sends a response of our own to req.
+func (p *Proxy) respond(req *sip.Request, tx sip.ServerTransaction, code int, reason string, hdrs ...sip.Header) {
+	res := sip.NewResponseFromRequest(req, code, reason, nil)
+	res.AppendHeader(p.serverHdr)
+	for _, h := range hdrs {
+		res.AppendHeader(h)
+	}
+	if err := tx.Respond(res); err != nil {
+		p.debug("respond failed", zap.Int("code", code), zap.Error(err))
+	}
+}
+
+func (p *Proxy) reject(req *sip.Request, tx sip.ServerTransaction, r *rejection) {
+	p.debug("request rejected", zap.String("method", string(req.Method)),
+		zap.Int("code", r.code), zap.String("reason", r.label), zap.String("source", req.Source()))
+	p.respond(req, tx, r.code, r.reason, r.hdrs...)
+}
+
+// debug logs at debug level without building fields when disabled (hot path).
+func (p *Proxy) debug(msg string, fields ...zap.Field) {
+	if ce := p.log.Check(zapcore.DebugLevel, msg); ce != nil {
+		ce.Write(fields...)
+	}
+}
+
+// bg runs f in a goroutine tied to the proxy's lifetime, with recover.
+func (p *Proxy) bg(f func()) {
+	go func() {
+		defer func() {
+			if r := recover(); r != nil {
+				p.log.Error("panic in background task", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+			}
+		}()
+		f()
+	}()
+}
+
+func storeCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), 2*time.Second)
+}
