@@ -22,10 +22,10 @@ type SIP struct {
 	// Listen lists the sockets to serve, as scheme://host:port with scheme
 	// udp, tcp or tls (default ["udp://0.0.0.0:5060", "tcp://0.0.0.0:5060"]).
 	Listen []string `mapstructure:"listen"`
-	// Advertise is the host[:port] written into Record-Route and Via
-	// (default: the listen address; for a wildcard listen address, the
-	// host's first non-loopback IPv4 address). Instances behind one VIP
-	// advertise the VIP.
+	// Advertise is the host[:port] written into Record-Route (default: the
+	// listen address; for a wildcard listen address, the host's first
+	// non-loopback IPv4 address). Instances behind one VIP advertise the
+	// VIP. Via always carries the instance's own address.
 	Advertise string `mapstructure:"advertise"`
 	// TLS holds the certificate and key for tls:// listeners.
 	TLS TLS `mapstructure:"tls"`

@@ -11,6 +11,7 @@ package logging
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"strings"
 	"time"
@@ -19,10 +20,10 @@ import (
 	"go.uber.org/zap/zapcore"
 )
 
-// New returns a logger at level ("debug", "info", "warn", "error") in
-// format ("json" or "console"), and the atomic level that changes it at
-// run time.
-func New(level, format string) (*zap.Logger, zap.AtomicLevel, error) {
+// New returns a logger writing to w at level ("debug", "info", "warn",
+// "error") in format ("json" or "console"), and the atomic level that
+// changes it at run time.
+func New(level, format string, w io.Writer) (*zap.Logger, zap.AtomicLevel, error) {
 	lvl := zap.NewAtomicLevel()
 	if err := lvl.UnmarshalText([]byte(level)); err != nil {
 		return nil, lvl, fmt.Errorf("log.level: %w", err)
@@ -40,7 +41,7 @@ func New(level, format string) (*zap.Logger, zap.AtomicLevel, error) {
 	default:
 		return nil, lvl, fmt.Errorf("log.format: unknown format %q (want json or console)", format)
 	}
-	core := zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(stderr{})), lvl)
+	core := zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(w)), lvl)
 	// Per message text: the first 100 each second, then 1 in 100.
 	core = zapcore.NewSamplerWithOptions(core, time.Second, 100, 100)
 	return zap.New(core), lvl, nil

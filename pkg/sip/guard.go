@@ -39,7 +39,16 @@ func checkRequest(req *sip.Request) (mf uint32, rej *rejection) {
 	if cseq.MethodName != req.Method {
 		return 0, &rejection{code: 400, reason: "CSeq Method Mismatch", label: "malformed"}
 	}
-	if s := req.Recipient.Scheme; s != "sip" && s != "sips" && s != "tel" {
+	switch req.Recipient.Scheme {
+	case "sip", "sips":
+		if req.Recipient.Host == "" {
+			return 0, &rejection{code: 400, reason: "Bad Request-URI", label: "malformed"}
+		}
+	case "tel":
+		if req.Recipient.Raw() == "" && req.Recipient.User == "" && req.Recipient.Host == "" {
+			return 0, &rejection{code: 400, reason: "Bad Request-URI", label: "malformed"}
+		}
+	default:
 		return 0, &rejection{code: 416, reason: "Unsupported URI Scheme", label: "uri_scheme"}
 	}
 	// sipgo keeps every copy of a duplicated single-value header on the
@@ -48,11 +57,27 @@ func checkRequest(req *sip.Request) (mf uint32, rej *rejection) {
 	var from, to, callID, cs, mfCount, cl int
 	var unsupported []string
 	for _, h := range req.Headers() {
-		switch h.(type) {
+		switch v := h.(type) {
+		case *sip.ViaHeader:
+			// sipgo's parser lets through Via values it cannot write back
+			// in a form it would read again; we forward Vias, so refuse them.
+			if v.ProtocolName != "SIP" || v.ProtocolVersion != "2.0" || v.Transport == "" || v.Host == "" {
+				return 0, &rejection{code: 400, reason: "Bad Via", label: "malformed"}
+			}
+		case *sip.RouteHeader:
+			if !sipURIOK(&v.Address) {
+				return 0, &rejection{code: 400, reason: "Bad Route", label: "malformed"}
+			}
 		case *sip.FromHeader:
 			from++
+			if !addrURIOK(&v.Address) {
+				return 0, &rejection{code: 400, reason: "Bad From", label: "malformed"}
+			}
 		case *sip.ToHeader:
 			to++
+			if !addrURIOK(&v.Address) {
+				return 0, &rejection{code: 400, reason: "Bad To", label: "malformed"}
+			}
 		case *sip.CallIDHeader:
 			callID++
 		case *sip.CSeqHeader:
@@ -107,6 +132,23 @@ func (p *Proxy) looped(req *sip.Request) bool {
 		if loop == hash {
 			return true
 		}
+	}
+	return false
+}
+
+// sipURIOK: a sip: or sips: URI with a host (Route entries).
+func sipURIOK(u *sip.Uri) bool {
+	return (u.Scheme == "sip" || u.Scheme == "sips") && u.Host != ""
+}
+
+// addrURIOK: what From and To may hold: a SIP URI with a host, or a tel:
+// URI.
+func addrURIOK(u *sip.Uri) bool {
+	switch u.Scheme {
+	case "sip", "sips":
+		return u.Host != ""
+	case "tel":
+		return u.Raw() != "" || u.User != "" || u.Host != ""
 	}
 	return false
 }

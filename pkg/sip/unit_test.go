@@ -15,7 +15,7 @@ import (
 
 // testProxy builds a Proxy that is not serving, with one UDP listener on
 // 10.0.0.1:5060 and nodes fs1 (10.0.1.1:5060) and fs2 (10.0.1.2:5060/TCP).
-func testProxy(t *testing.T) *Proxy {
+func testProxy(t testing.TB) *Proxy {
 	t.Helper()
 	pol, err := dispatcher.NewPolicy("weighted_round_robin")
 	require.NoError(t, err)

@@ -1,0 +1,94 @@
+package app
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/sipbalancer/sipbalancer/pkg/config"
+	"github.com/sipbalancer/sipbalancer/pkg/dispatcher"
+)
+
+func load(t *testing.T, yaml string) *config.Config {
+	t.Helper()
+	c, err := config.LoadBytes([]byte(yaml))
+	require.NoError(t, err)
+	return c
+}
+
+const base = `
+sip:
+  listen: ["udp://127.0.0.1:0"]
+nodes:
+  - { id: fs1, sip: "127.0.1.1:5060" }
+  - { id: fs2, sip: "127.0.1.2:5060", weight: 2 }
+session:
+  token_secret: s
+admin:
+  listen: ""
+`
+
+func TestReloadNodes(t *testing.T) {
+	a, err := New(load(t, base), nil)
+	require.NoError(t, err)
+	require.NoError(t, a.Start())
+	defer a.Close()
+	fs1 := a.Dispatcher().Node("fs1")
+	fs1.AddActive(3)
+
+	next := load(t, `
+sip:
+  listen: ["udp://127.0.0.1:0"]
+nodes:
+  - { id: fs1, sip: "127.0.1.1:5060", weight: 5 }
+  - { id: fs3, sip: "sip:127.0.1.3:5080;transport=tcp" }
+dispatcher:
+  policy: hash
+session:
+  token_secret: s
+admin:
+  listen: ""
+`)
+	applied, restart, err := a.Reload(next)
+	require.NoError(t, err)
+	require.Contains(t, applied, "nodes")
+	require.Contains(t, applied, "dispatcher.policy")
+	require.Empty(t, restart)
+
+	snap := a.Dispatcher().Snapshot()
+	ids := []string{}
+	for _, n := range snap.Nodes() {
+		ids = append(ids, n.ID())
+	}
+	require.Equal(t, []string{"fs1", "fs3"}, ids)
+	require.Equal(t, 5, a.Dispatcher().Node("fs1").Spec.Weight)
+	require.EqualValues(t, 3, a.Dispatcher().Node("fs1").Active(), "live counters survive a reload")
+	require.Equal(t, "TCP", a.Dispatcher().Node("fs3").Spec.Transport)
+	// The removed node drains: still routable for its calls, never picked.
+	fs2 := a.Dispatcher().Node("fs2")
+	require.NotNil(t, fs2)
+	require.Equal(t, dispatcher.StateDraining, fs2.State())
+	require.Equal(t, "hash", a.Dispatcher().Policy().String())
+}
+
+func TestReloadReportsRestartKeys(t *testing.T) {
+	a, err := New(load(t, base), nil)
+	require.NoError(t, err)
+	defer a.Close()
+	next := load(t, base+"failover:\n  invite_timeout: 3s\n")
+	next.SIP.Listen = []string{"udp://127.0.0.1:5999"}
+	_, restart, err := a.Reload(next)
+	require.NoError(t, err)
+	require.Contains(t, restart, "sip")
+	require.Contains(t, restart, "failover")
+}
+
+func TestNewRejectsUnresolvableNode(t *testing.T) {
+	_, err := New(load(t, `
+nodes:
+  - { id: fs1, sip: "no-such-host.invalid:5060" }
+admin:
+  listen: ""
+`), nil)
+	require.ErrorContains(t, err, "nodes[0].sip")
+}
