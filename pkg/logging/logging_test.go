@@ -22,8 +22,8 @@ func TestSlogBridge(t *testing.T) {
 	require.NoError(t, err)
 	s := Slog(log)
 
-	s.Info("chatty")                                   // below Warn: dropped
-	s.Debug("chattier")                                // dropped
+	s.Info("chatty")    // below Warn: dropped
+	s.Debug("chattier") // dropped
 	packet := "INVITE sip:x SIP/2.0\r\n" + strings.Repeat("X-Junk: y\r\n", 50)
 	s.Error("failed to parse", "data", packet, "error", "bad")
 
