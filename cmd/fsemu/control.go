@@ -13,14 +13,17 @@ import (
 // state is what GET /state and the POST endpoints return: the node's
 // adjustable settings.
 type state struct {
-	ID          string  `json:"id"`
-	SIP         string  `json:"sip"`
-	Paused      bool    `json:"paused"`
-	MaxSessions int     `json:"max_sessions"`
-	Active      int     `json:"active"`
-	Fail503     float64 `json:"fail503"`
-	Drop        float64 `json:"drop"`
-	AnswerDelay string  `json:"answer_delay"`
+	ID             string  `json:"id"`
+	SIP            string  `json:"sip"`
+	ESL            string  `json:"esl"`
+	ProfileRunning bool    `json:"profile_running"`
+	IdleCPU        float64 `json:"idle_cpu"`
+	Paused         bool    `json:"paused"`
+	MaxSessions    int     `json:"max_sessions"`
+	Active         int     `json:"active"`
+	Fail503        float64 `json:"fail503"`
+	Drop           float64 `json:"drop"`
+	AnswerDelay    string  `json:"answer_delay"`
 }
 
 // newControlHandler serves the HTTP control API used by demos and chaos
@@ -33,6 +36,8 @@ type state struct {
 //	POST /faults?fail503=F&drop=D    fault ratios; an omitted one is kept
 //	POST /max-sessions?n=N           session cap (0: unlimited)
 //	POST /answer-delay?d=DURATION    delay between 180 and 200
+//	POST /idle-cpu?v=PERCENT         Idle-CPU reported over the Event Socket
+//	POST /profile?running=BOOL       SIP profile RUNNING or DOWN (503 to new calls)
 func newControlHandler(n *fsemu.Node) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) {
@@ -100,20 +105,41 @@ func newControlHandler(n *fsemu.Node) http.Handler {
 		n.SetAnswerDelay(d)
 		writeJSON(w, stateOf(n))
 	})
+	mux.HandleFunc("POST /idle-cpu", func(w http.ResponseWriter, r *http.Request) {
+		v, err := strconv.ParseFloat(r.URL.Query().Get("v"), 64)
+		if err != nil || v < 0 || v > 100 {
+			http.Error(w, "v: want a percentage within [0, 100]", http.StatusBadRequest)
+			return
+		}
+		n.SetIdleCPU(v)
+		writeJSON(w, stateOf(n))
+	})
+	mux.HandleFunc("POST /profile", func(w http.ResponseWriter, r *http.Request) {
+		running, err := strconv.ParseBool(r.URL.Query().Get("running"))
+		if err != nil {
+			http.Error(w, "running: want true or false", http.StatusBadRequest)
+			return
+		}
+		n.SetProfileRunning(running)
+		writeJSON(w, stateOf(n))
+	})
 	return mux
 }
 
 func stateOf(n *fsemu.Node) state {
 	fail503, drop := n.Faults()
 	return state{
-		ID:          n.ID(),
-		SIP:         n.Addr(),
-		Paused:      n.Paused(),
-		MaxSessions: n.MaxSessions(),
-		Active:      n.Active(),
-		Fail503:     fail503,
-		Drop:        drop,
-		AnswerDelay: n.AnswerDelay().String(),
+		ID:             n.ID(),
+		SIP:            n.Addr(),
+		ESL:            n.ESLAddr(),
+		ProfileRunning: n.ProfileRunning(),
+		IdleCPU:        n.IdleCPU(),
+		Paused:         n.Paused(),
+		MaxSessions:    n.MaxSessions(),
+		Active:         n.Active(),
+		Fail503:        fail503,
+		Drop:           drop,
+		AnswerDelay:    n.AnswerDelay().String(),
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -71,6 +72,52 @@ func TestControlAPI(t *testing.T) {
 	assert.Equal(t, n.Addr(), st.SIP)
 
 	do("GET", "/pause", 405)
+	assert.Empty(t, st.ESL, "no Event Socket")
+}
+
+func TestControlAPIEventSocket(t *testing.T) {
+	n, err := fsemu.Start(t.Context(), fsemu.Config{ID: "fs9", ESLAddr: "127.0.0.1:0"})
+	require.NoError(t, err)
+	t.Cleanup(func() { n.Close() })
+	srv := httptest.NewServer(newControlHandler(n))
+	t.Cleanup(srv.Close)
+	do := func(method, path string, want int) state {
+		t.Helper()
+		req, err := http.NewRequest(method, srv.URL+path, nil)
+		require.NoError(t, err)
+		res, err := srv.Client().Do(req)
+		require.NoError(t, err)
+		defer res.Body.Close()
+		body, err := io.ReadAll(res.Body)
+		require.NoError(t, err)
+		require.Equal(t, want, res.StatusCode, "%s %s: %s", method, path, body)
+		var st state
+		if want == 200 {
+			require.NoError(t, json.Unmarshal(body, &st))
+		}
+		return st
+	}
+
+	st := do("GET", "/state", 200)
+	assert.Equal(t, n.ESLAddr(), st.ESL)
+	assert.NotEmpty(t, st.ESL)
+	assert.True(t, st.ProfileRunning)
+	assert.Equal(t, 95.0, st.IdleCPU)
+
+	st = do("POST", "/idle-cpu?v=12.5", 200)
+	assert.Equal(t, 12.5, st.IdleCPU)
+	assert.Equal(t, 12.5, n.IdleCPU())
+	do("POST", "/idle-cpu?v=0", 200)
+	assert.Equal(t, 0.0, n.IdleCPU())
+	do("POST", "/idle-cpu?v=101", 400)
+	do("POST", "/idle-cpu", 400)
+
+	st = do("POST", "/profile?running=false", 200)
+	assert.False(t, st.ProfileRunning)
+	assert.False(t, n.ProfileRunning())
+	do("POST", "/profile?running=true", 200)
+	assert.True(t, n.ProfileRunning())
+	do("POST", "/profile?running=maybe", 400)
 }
 
 func TestRunPrintsAddressAndFinalStats(t *testing.T) {
@@ -105,4 +152,63 @@ func TestRunRejectsBadFlags(t *testing.T) {
 	assert.Equal(t, 2, run(t.Context(), []string{"-log-level", "loud"}, &stdout, &stderr))
 	assert.Equal(t, 1, run(t.Context(), []string{"-listen", "127.0.0.1:0", "-fail503", "3"}, &stdout, &stderr))
 	assert.Contains(t, stderr.String(), "Fail503Ratio")
+	assert.Equal(t, 2, run(t.Context(), []string{"-idle-cpu", "150"}, &stdout, &stderr))
+	assert.Equal(t, 1, run(t.Context(), []string{"-listen", "127.0.0.1:0", "-esl", "127.0.0.1:0", "-heartbeat", "-1s"}, &stdout, &stderr))
+	assert.Contains(t, stderr.String(), "HeartbeatInterval")
+}
+
+// TestRunServesEventSocket starts the command with -esl and logs in with
+// the configured password; the heartbeat and idle CPU flags reach it.
+func TestRunServesEventSocket(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	pr, pw := io.Pipe()
+	stderrR, stderrW := io.Pipe()
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"-listen", "127.0.0.1:0", "-esl", "127.0.0.1:0", "-esl-password", "pw",
+			"-heartbeat", "50ms", "-idle-cpu", "0", "-log-level", "info"}, pw, stderrW)
+		pw.Close()
+		stderrW.Close()
+	}()
+	go func() { _, _ = io.Copy(io.Discard, pr) }()
+
+	// The ESL address is in the log.
+	addrs := make(chan string, 1)
+	go func() {
+		logs := bufio.NewScanner(stderrR)
+		for logs.Scan() {
+			if _, rest, ok := strings.Cut(logs.Text(), "esl listening"); ok {
+				_, addr, _ := strings.Cut(rest, "addr=")
+				addrs <- addr
+			}
+		}
+	}()
+	var eslAddr string
+	select {
+	case eslAddr = <-addrs:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no esl listening log")
+	}
+
+	conn, err := net.DialTimeout("tcp", eslAddr, 10*time.Second)
+	require.NoError(t, err)
+	defer conn.Close()
+	require.NoError(t, conn.SetDeadline(time.Now().Add(10*time.Second)))
+	_, err = conn.Write([]byte("auth pw\n\nevent plain HEARTBEAT\n\n"))
+	require.NoError(t, err)
+	r := bufio.NewReader(conn)
+	for {
+		line, err := r.ReadString('\n')
+		require.NoError(t, err)
+		if line == "Idle-CPU: 0.000000\n" {
+			break
+		}
+	}
+	cancel()
+	select {
+	case code := <-done:
+		assert.Equal(t, 0, code)
+	case <-time.After(10 * time.Second):
+		t.Fatal("run did not return")
+	}
 }

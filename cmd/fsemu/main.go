@@ -3,8 +3,9 @@
 //
 // It prints the bound SIP address (UDP and TCP, same port) as the first line
 // on stdout, serves until SIGINT or SIGTERM, then prints the node's final
-// counters as one JSON line on stdout. Logs go to stderr. With -control it
-// also serves a small HTTP API (see control.go).
+// counters as one JSON line on stdout. Logs go to stderr. With -esl it also
+// serves FreeSWITCH's Event Socket (its bound address is logged and shown by
+// GET /state), and with -control a small HTTP API (see control.go).
 package main
 
 import (
@@ -52,6 +53,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&cfg.OptionsAlways200, "options-always-200", false, "keep OPTIONS at 200 while paused or full (FreeSWITCH >= 1.11.1 default); false answers 503 like 1.11.0")
 	fs.Int64Var(&cfg.Seed, "seed", 0, "seed of the fault-injection random source; 0: random")
 	fs.IntVar(&cfg.MaxRecords, "max-records", fsemu.DefaultMaxRecords, "call records kept for /calls (oldest dropped first)")
+	fs.StringVar(&cfg.ESLAddr, "esl", "", "Event Socket (ESL, inbound) address such as 127.0.0.1:8021 (empty: off; port 0: any free one)")
+	fs.StringVar(&cfg.ESLPassword, "esl-password", fsemu.DefaultESLPassword, "Event Socket password")
+	fs.DurationVar(&cfg.HeartbeatInterval, "heartbeat", 20*time.Second, "HEARTBEAT event interval")
+	idleCPU := fs.Float64("idle-cpu", 95, "Idle-CPU percentage reported over the Event Socket, within [0, 100]")
 	control := fs.String("control", "", "HTTP control address such as 127.0.0.1:8090 (empty: off)")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
@@ -64,6 +69,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
 		fmt.Fprintf(stderr, "fsemu: -log-level: %v\n", err)
+		return 2
+	}
+	if *idleCPU < 0 || *idleCPU > 100 {
+		fmt.Fprintf(stderr, "fsemu: -idle-cpu %v: want a percentage within [0, 100]\n", *idleCPU)
 		return 2
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
@@ -87,6 +96,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer n.Close()
+	n.SetIdleCPU(*idleCPU) // Config.IdleCPU takes 0 for its default
 	fmt.Fprintln(stdout, n.Addr())
 
 	var srv *http.Server

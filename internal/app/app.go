@@ -28,8 +28,9 @@ type App struct {
 	disp    *dispatcher.Dispatcher
 	store   session.Store
 	memory  *session.Memory
-	passive *health.Passive
+	checker *health.Checker
 	proxy   *sipproxy.Proxy
+	stop    context.CancelFunc
 }
 
 // New builds the balancer from a validated configuration. Nothing listens
@@ -81,7 +82,10 @@ func New(cfg *config.Config, log *zap.Logger) (*App, error) {
 		return nil, err
 	}
 
-	a.passive = health.NewPassive(a.disp, cfg.Health.Passive.Failures, cfg.Health.Passive.Cooldown, log)
+	a.checker, err = newChecker(cfg, a.disp, log)
+	if err != nil {
+		return nil, err
+	}
 
 	listen, err := cfg.Listeners()
 	if err != nil {
@@ -118,7 +122,7 @@ func New(cfg *config.Config, log *zap.Logger) (*App, error) {
 		Store:      a.store,
 		Signer:     signer,
 		Secret:     secret,
-		Passive:    a.passive,
+		Passive:    a.checker,
 		Logger:     log,
 	})
 	if err != nil {
@@ -127,11 +131,15 @@ func New(cfg *config.Config, log *zap.Logger) (*App, error) {
 	return a, nil
 }
 
-// Start binds the SIP listeners and starts serving.
+// Start binds the SIP listeners, starts serving and starts watching the
+// nodes' health.
 func (a *App) Start() error {
 	if err := a.proxy.Start(); err != nil {
 		return err
 	}
+	ctx, cancel := context.WithCancel(context.Background())
+	a.stop = cancel
+	a.checker.Start(ctx, nodeConfigs(a.cfg.Nodes))
 	a.log.Info("sipbalancer started",
 		zap.Strings("listeners", a.proxy.Listeners()),
 		zap.Int("nodes", len(a.disp.Snapshot().Nodes())),
@@ -141,6 +149,9 @@ func (a *App) Start() error {
 
 // Proxy returns the SIP proxy (tests read its bound addresses).
 func (a *App) Proxy() *sipproxy.Proxy { return a.proxy }
+
+// Checker returns the health checker (drain, status).
+func (a *App) Checker() *health.Checker { return a.checker }
 
 // Dispatcher returns the node set.
 func (a *App) Dispatcher() *dispatcher.Dispatcher { return a.disp }
@@ -189,8 +200,11 @@ func (a *App) Close() error {
 	if a.proxy != nil {
 		errs = append(errs, a.proxy.Close())
 	}
-	if a.passive != nil {
-		a.passive.Stop()
+	if a.checker != nil {
+		a.checker.Stop()
+	}
+	if a.stop != nil {
+		a.stop()
 	}
 	if a.store != nil {
 		errs = append(errs, a.store.Close())
@@ -225,6 +239,7 @@ func (a *App) Reload(cfg *config.Config) (applied, needRestart []string, err err
 	for _, id := range removed {
 		a.log.Info("node removed: draining its calls", zap.String("node", id))
 	}
+	a.checker.SetNodes(nodeConfigs(cfg.Nodes))
 	needRestart = restartKeys(a.cfg, cfg)
 	a.cfg.Nodes = cfg.Nodes
 	a.cfg.Dispatcher.Policy = cfg.Dispatcher.Policy
@@ -299,4 +314,43 @@ func resolve(host string) (netip.Addr, error) {
 		}
 	}
 	return ips[0], nil
+}
+
+func nodeConfigs(nodes []config.Node) []health.NodeConfig {
+	out := make([]health.NodeConfig, 0, len(nodes))
+	for _, n := range nodes {
+		out = append(out, health.NodeConfig{ID: n.ID, ESL: n.ESL, ESLPassword: n.ESLPassword, Drain: n.Drain})
+	}
+	return out
+}
+
+func newChecker(cfg *config.Config, d *dispatcher.Dispatcher, log *zap.Logger) (*health.Checker, error) {
+	h := cfg.Health
+	var src netip.Addr
+	if h.SourceAddr != "" {
+		var err error
+		if src, err = netip.ParseAddr(h.SourceAddr); err != nil {
+			return nil, fmt.Errorf("health.source_addr: %w", err)
+		}
+	}
+	return health.NewChecker(d, health.Config{
+		Interval:            h.Options.Interval,
+		Timeout:             h.Options.Timeout,
+		Fall:                h.Options.Fall,
+		Rise:                h.Options.Rise,
+		AliveCodes:          h.Options.AliveCodes,
+		DownOnRefused:       h.Options.DownOnRefused,
+		PassiveFailures:     h.Passive.Failures,
+		Cooldown:            h.Passive.Cooldown,
+		FullHold:            h.Passive.FullHold,
+		ESLPoll:             h.ESL.PollInterval,
+		ESLReplyTimeout:     h.ESL.ReplyTimeout,
+		ESLMaxAge:           h.ESL.MaxAge,
+		ESLDownOnDisconnect: h.ESL.DownOnDisconnect,
+		ProfileCheck:        h.ESL.ProfileCheck,
+		CPUIdleMin:          h.CPU.IdleMin,
+		CPUFor:              h.CPU.For,
+		Source:              src,
+		UserAgent:           cfg.SIP.UserAgent,
+	}, log), nil
 }

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"net"
 	"testing"
 	"time"
 
@@ -150,33 +151,57 @@ func failures(rep *callgen.Report) []callgen.CallResult {
 	return out
 }
 
-// TestNodeNotRunning: a configured node with nothing behind it costs no
-// failed call; the INVITE that tries it fails over after invite_timeout.
+// TestNodeNotRunning: a configured node that does not work costs no failed
+// call. A silent one (its packets vanish: a host gone, a firewall) gets the
+// first INVITEs, which fail over after invite_timeout; then passive failures
+// and probes take it out. One whose port is closed is refused by its host:
+// the first probe takes it out before it costs any caller a second.
 func TestNodeNotRunning(t *testing.T) {
-	dead := freeUDPAddr(t, "127.0.1.9")
-	c := startCluster(t, clusterOpts{nodes: 1, extraNodes: map[string]string{dead: "dead"}})
-	cfg := callgen.NewConfig(c.addr("udp"))
-	cfg.Calls = 6
-	cfg.Rate = 0 // one after another is enough; each is independent
-	cfg.Concurrency = 1
-	cfg.Timeout = 15 * time.Second
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	rep, err := callgen.Run(ctx, cfg)
-	require.NoError(t, err)
-	require.Equal(t, 0, rep.Failed, "failed: %+v", failures(rep))
-	slow := 0
-	for _, r := range rep.Results {
-		if r.SetupTime >= time.Second {
-			slow++
-			// It failed over after invite_timeout (1s); generous bound for a
-			// loaded machine.
-			require.Less(t, r.SetupTime, 4*time.Second)
+	t.Run("silent", func(t *testing.T) {
+		// A socket nobody reads: no answer, no ICMP.
+		pc, err := net.ListenPacket("udp", "127.0.1.9:0")
+		require.NoError(t, err)
+		defer pc.Close()
+		c := startCluster(t, clusterOpts{nodes: 1, extraNodes: map[string]string{pc.LocalAddr().String(): "dead"}})
+		cfg := callgen.NewConfig(c.addr("udp"))
+		cfg.Calls = 6
+		cfg.Rate = 0
+		cfg.Concurrency = 6 // all at once, before any probe has judged it
+		cfg.Timeout = 15 * time.Second
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		rep, err := callgen.Run(ctx, cfg)
+		require.NoError(t, err)
+		require.Equal(t, 0, rep.Failed, "failed: %+v", failures(rep))
+		slow := 0
+		for _, r := range rep.Results {
+			if r.SetupTime >= time.Second {
+				slow++
+				// It failed over after invite_timeout (1s); generous bound
+				// for a loaded machine.
+				require.Less(t, r.SetupTime, 4*time.Second)
+			}
 		}
-	}
-	require.Greater(t, slow, 0, "no call was sent to the dead node first")
-	// Passive failures took it out of rotation: later calls skip it.
-	require.Equal(t, dispatcher.StateDown, c.app.Dispatcher().Node("dead").State())
+		require.Greater(t, slow, 0, "no call was sent to the dead node first")
+		eventually(t, func() bool { return c.app.Dispatcher().Node("dead").State() == dispatcher.StateDown },
+			"the silent node stays in rotation")
+	})
+	t.Run("refused", func(t *testing.T) {
+		dead := freeUDPAddr(t, "127.0.1.9")
+		c := startCluster(t, clusterOpts{nodes: 1, extraNodes: map[string]string{dead: "dead"}})
+		eventually(t, func() bool { return c.app.Dispatcher().Node("dead").State() == dispatcher.StateDown },
+			"a refused node stays in rotation")
+		st, _ := c.app.Checker().NodeStatus("dead")
+		require.Equal(t, "probe_refused", st.Reason)
+		cfg := callgen.NewConfig(c.addr("udp"))
+		cfg.Calls, cfg.Rate = 10, 50
+		rep, err := callgen.Run(context.Background(), cfg)
+		require.NoError(t, err)
+		require.Equal(t, 0, rep.Failed)
+		for _, r := range rep.Results {
+			require.Less(t, r.SetupTime, time.Second, "a call waited for the dead node")
+		}
+	})
 }
 
 // TestMaxForwardsZero: 483 Too Many Hops, and nothing reaches a node.

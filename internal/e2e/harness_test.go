@@ -58,6 +58,13 @@ type clusterOpts struct {
 	nodeTransport string
 	// listenUDP is the balancer's UDP address (default 127.0.0.1:0).
 	listenUDP string
+	// esl gives every node an Event Socket (1 s HEARTBEAT) that the
+	// balancer uses.
+	esl bool
+	// nodeYAML is appended to every node's entry, e.g. ", max_calls: 10".
+	nodeYAML string
+	// extraYAMLNodes are node entries added verbatim (subprocess nodes).
+	extraYAMLNodes []string
 }
 
 // startCluster starts opts.nodes fsemu nodes on 127.0.1.(i+1) and the
@@ -74,6 +81,10 @@ func startCluster(t *testing.T, opts clusterOpts) *cluster {
 			Listen: fmt.Sprintf("127.0.1.%d:0", i+1),
 			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		}
+		if opts.esl {
+			cfg.ESLAddr = fmt.Sprintf("127.0.1.%d:0", i+1)
+			cfg.HeartbeatInterval = time.Second
+		}
 		if opts.node != nil {
 			opts.node(i, &cfg)
 		}
@@ -86,10 +97,17 @@ func startCluster(t *testing.T, opts clusterOpts) *cluster {
 		if opts.nodeTransport == "tcp" {
 			sipAddr = "sip:" + n.Addr() + ";transport=tcp"
 		}
-		fmt.Fprintf(&nodesYAML, "  - { id: %s, sip: %q }\n", cfg.ID, sipAddr)
+		esl := ""
+		if n.ESLAddr() != "" {
+			esl = fmt.Sprintf(", esl: %q", n.ESLAddr())
+		}
+		fmt.Fprintf(&nodesYAML, "  - { id: %s, sip: %q%s%s }\n", cfg.ID, sipAddr, esl, opts.nodeYAML)
+	}
+	for _, e := range opts.extraYAMLNodes {
+		fmt.Fprintf(&nodesYAML, "  - %s\n", e)
 	}
 	for addr, id := range opts.extraNodes {
-		fmt.Fprintf(&nodesYAML, "  - { id: %s, sip: %q }\n", id, addr)
+		fmt.Fprintf(&nodesYAML, "  - { id: %s, sip: %q%s }\n", id, addr, opts.nodeYAML)
 		c.ids[addr] = id
 	}
 	policy := opts.policy

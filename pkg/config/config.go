@@ -63,6 +63,9 @@ type Node struct {
 	// Priority groups nodes for the priority policy: lower is preferred
 	// (default 0).
 	Priority int `mapstructure:"priority"`
+	// Drain takes the node out of rotation for new calls while its calls
+	// go on (default false).
+	Drain bool `mapstructure:"drain"`
 }
 
 // Dispatcher chooses the selection policy.
@@ -79,6 +82,43 @@ type Dispatcher struct {
 type Health struct {
 	Options OptionsProbe `mapstructure:"options"`
 	Passive Passive      `mapstructure:"passive"`
+	ESL     ESLHealth    `mapstructure:"esl"`
+	CPU     CPUHealth    `mapstructure:"cpu"`
+	// SourceAddr is the local IP that OPTIONS probes and Event Socket
+	// connections leave from, to keep health traffic on a monitoring
+	// network (default "": the system's choice).
+	SourceAddr string `mapstructure:"source_addr"`
+}
+
+// ESLHealth configures the FreeSWITCH Event Socket clients (nodes with esl).
+type ESLHealth struct {
+	// PollInterval between `api status` / `fsctl pause_check` polls, which
+	// keep load figures fresh between FreeSWITCH's 20 s HEARTBEATs
+	// (default 1s).
+	PollInterval time.Duration `mapstructure:"poll_interval"`
+	// ReplyTimeout: a node whose Event Socket does not answer a poll within
+	// it is hung; the connection is dropped (default 2s).
+	ReplyTimeout time.Duration `mapstructure:"reply_timeout"`
+	// MaxAge: load figures older than this are treated as unknown, never
+	// trusted forever (default 3s).
+	MaxAge time.Duration `mapstructure:"max_age"`
+	// DownOnDisconnect marks a node down the moment its Event Socket
+	// connection is refused or drops: the fastest sign of a crashed
+	// FreeSWITCH (default true).
+	DownOnDisconnect bool `mapstructure:"down_on_disconnect"`
+	// ProfileCheck is how often `sofia status` is checked; a SIP profile not
+	// RUNNING marks the node down. 0 disables (default 5s).
+	ProfileCheck time.Duration `mapstructure:"profile_check"`
+}
+
+// CPUHealth makes a node whose CPU is saturated full (no new calls) until
+// it recovers. It needs Event Socket load figures.
+type CPUHealth struct {
+	// IdleMin is the Idle-CPU percentage under which the node counts as
+	// saturated; 0 disables (default 5).
+	IdleMin float64 `mapstructure:"idle_min"`
+	// For is how long Idle-CPU must stay under IdleMin (default 60s).
+	For time.Duration `mapstructure:"for"`
 }
 
 // OptionsProbe configures the SIP OPTIONS prober.
@@ -91,17 +131,30 @@ type OptionsProbe struct {
 	Fall int `mapstructure:"fall"`
 	// Rise is how many consecutive good probes bring it back (default 2).
 	Rise int `mapstructure:"rise"`
+	// AliveCodes are the answers that count as alive: classes such as
+	// "2xx" or codes such as "404" (default ["2xx", "404", "405", "481"]).
+	// 503 always means full (alive, no new calls), whatever this says.
+	AliveCodes []string `mapstructure:"alive_codes"`
+	// DownOnRefused marks a node down at the first probe refused by the
+	// node's host (ICMP port unreachable, TCP RST): nothing listens there
+	// any more (default true).
+	DownOnRefused bool `mapstructure:"down_on_refused"`
 }
 
 // Passive configures failure counting from live traffic.
 type Passive struct {
 	// Failures is how many consecutive INVITE failures the node caused
-	// (timeouts, failover codes) before it is taken out of rotation (default 3).
+	// (no answer in time, a failover code other than 503) before it is
+	// taken down (default 3).
 	Failures int `mapstructure:"failures"`
-	// Cooldown is how long a node taken out by passive failures stays out
-	// before it is tried again when no active probe brings it back sooner
+	// Cooldown is the least time a node taken down by passive failures
+	// stays down; after it, successful probes (rise) bring it back
 	// (default 10s).
 	Cooldown time.Duration `mapstructure:"cooldown"`
+	// FullHold: an INVITE answered 503 marks the node full (not down) for
+	// this long, unless its Event Socket figures show room sooner
+	// (default 5s).
+	FullHold time.Duration `mapstructure:"full_hold"`
 }
 
 // Failover configures serial failover of new calls.

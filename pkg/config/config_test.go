@@ -95,6 +95,12 @@ func TestLoadBytesErrors(t *testing.T) {
 		{"rise", node + "health: {options: {rise: 0}}", "health.options.rise: must be >= 1, got 0", 0},
 		{"passive failures", node + "health: {passive: {failures: 0}}", "health.passive.failures: must be >= 1, got 0", 0},
 		{"passive cooldown", node + "health: {passive: {cooldown: 0s}}", "health.passive.cooldown: must be > 0, got 0s", 0},
+		{"alive code", node + "health: {options: {alive_codes: [\"2xx\", \"99\"]}}", `health.options.alive_codes[1]: "99" is not a status code`, 0},
+		{"alive class", node + "health: {options: {alive_codes: [\"7xx\"]}}", `health.options.alive_codes[0]`, 0},
+		{"esl max age below poll", node + "health: {esl: {poll_interval: 2s, max_age: 1s}}", "health.esl.max_age: must be at least health.esl.poll_interval (2s), got 1s", 0},
+		{"esl reply timeout", node + "health: {esl: {reply_timeout: 0s}}", "health.esl.reply_timeout: must be > 0", 0},
+		{"cpu idle", node + "health: {cpu: {idle_min: 101}}", "health.cpu.idle_min: must be a percentage 0-100, got 101", 0},
+		{"source addr", node + "health: {source_addr: \"nope\"}", `health.source_addr: "nope" is not a local IP address`, 0},
 
 		// failover
 		{"invite timeout", node + "failover: {invite_timeout: 0s}", "failover.invite_timeout: must be > 0, got 0s", 0},
@@ -152,8 +158,12 @@ func TestLoadBytesDefaults(t *testing.T) {
 		Nodes:      []Node{{ID: "fs1", SIP: "10.0.0.11:5060", ESLPassword: "ClueCon", Weight: 1}},
 		Dispatcher: Dispatcher{Policy: "least_load", HashKey: "call-id"},
 		Health: Health{
-			Options: OptionsProbe{Interval: time.Second, Timeout: 500 * time.Millisecond, Fall: 2, Rise: 2},
-			Passive: Passive{Failures: 3, Cooldown: 10 * time.Second},
+			Options: OptionsProbe{Interval: time.Second, Timeout: 500 * time.Millisecond, Fall: 2, Rise: 2,
+				AliveCodes: []string{"2xx", "404", "405", "481"}, DownOnRefused: true},
+			Passive: Passive{Failures: 3, Cooldown: 10 * time.Second, FullHold: 5 * time.Second},
+			ESL: ESLHealth{PollInterval: time.Second, ReplyTimeout: 2 * time.Second, MaxAge: 3 * time.Second,
+				DownOnDisconnect: true, ProfileCheck: 5 * time.Second},
+			CPU: CPUHealth{IdleMin: 5, For: time.Minute},
 		},
 		Failover: Failover{
 			InviteTimeout: time.Second,

@@ -21,14 +21,28 @@ func defaults() Config {
 		},
 		Health: Health{
 			Options: OptionsProbe{
-				Interval: time.Second,
-				Timeout:  500 * time.Millisecond,
-				Fall:     2,
-				Rise:     2,
+				Interval:      time.Second,
+				Timeout:       500 * time.Millisecond,
+				Fall:          2,
+				Rise:          2,
+				AliveCodes:    []string{"2xx", "404", "405", "481"},
+				DownOnRefused: true,
 			},
 			Passive: Passive{
 				Failures: 3,
 				Cooldown: 10 * time.Second,
+				FullHold: 5 * time.Second,
+			},
+			ESL: ESLHealth{
+				PollInterval:     time.Second,
+				ReplyTimeout:     2 * time.Second,
+				MaxAge:           3 * time.Second,
+				DownOnDisconnect: true,
+				ProfileCheck:     5 * time.Second,
+			},
+			CPU: CPUHealth{
+				IdleMin: 5,
+				For:     60 * time.Second,
 			},
 		},
 		Failover: Failover{

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"time"
 )
@@ -200,8 +201,48 @@ func (c *Config) validateHealth(p *problems) {
 	p.atLeast("health.options.fall", o.Fall, 1)
 	p.atLeast("health.options.rise", o.Rise, 1)
 
+	for i, ac := range o.AliveCodes {
+		if !validAliveCode(ac) {
+			p.add(fmt.Sprintf("health.options.alive_codes[%d]", i), "%q is not a status code (200-699) or class (2xx-6xx)", ac)
+		}
+	}
+
 	p.atLeast("health.passive.failures", c.Health.Passive.Failures, 1)
 	p.positive("health.passive.cooldown", c.Health.Passive.Cooldown)
+	p.positive("health.passive.full_hold", c.Health.Passive.FullHold)
+
+	e := c.Health.ESL
+	p.positive("health.esl.poll_interval", e.PollInterval)
+	p.positive("health.esl.reply_timeout", e.ReplyTimeout)
+	p.positive("health.esl.max_age", e.MaxAge)
+	if e.ProfileCheck < 0 {
+		p.add("health.esl.profile_check", "must be >= 0, got %s", e.ProfileCheck)
+	}
+	if e.PollInterval > 0 && e.MaxAge > 0 && e.MaxAge < e.PollInterval {
+		p.add("health.esl.max_age", "must be at least health.esl.poll_interval (%s), got %s", e.PollInterval, e.MaxAge)
+	}
+	if c.Health.CPU.IdleMin < 0 || c.Health.CPU.IdleMin > 100 {
+		p.add("health.cpu.idle_min", "must be a percentage 0-100, got %v", c.Health.CPU.IdleMin)
+	}
+	if c.Health.CPU.IdleMin > 0 {
+		p.positive("health.cpu.for", c.Health.CPU.For)
+	}
+	if a := c.Health.SourceAddr; a != "" {
+		if ip := net.ParseIP(a); ip == nil || ip.IsUnspecified() {
+			p.add("health.source_addr", "%q is not a local IP address", a)
+		}
+	}
+}
+
+// validAliveCode accepts "200".."699" and "2xx".."6xx".
+func validAliveCode(s string) bool {
+	if len(s) != 3 || s[0] < '2' || s[0] > '6' {
+		return false
+	}
+	if s[1:] == "xx" {
+		return true
+	}
+	return s[1] >= '0' && s[1] <= '9' && s[2] >= '0' && s[2] <= '9'
 }
 
 func (c *Config) validateFailover(p *problems) {

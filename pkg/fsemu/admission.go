@@ -8,13 +8,21 @@ import (
 	"time"
 )
 
-// admission is the node's call-acceptance state: paused, the session cap,
-// the calls in progress, fault injection and the timing knobs. It is the one
-// place every front end reads and changes (the SIP profile now, an Event
-// Socket server later), so `fsctl pause` over ESL and an INVITE over SIP see
-// the same answer. All fields are safe for concurrent use.
+// admission is the node's call-acceptance state: paused, the profile state,
+// the session cap, the calls in progress, fault injection and the timing
+// knobs. It is the one place every front end reads and changes (the SIP
+// profile and the Event Socket server), so `fsctl pause` over ESL and an
+// INVITE over SIP see the same answer. All fields are safe for concurrent
+// use.
 type admission struct {
-	paused           atomic.Bool
+	// pausedIn and pausedOut are FreeSWITCH's SCF_NO_NEW_INBOUND_SESSIONS
+	// and SCF_NO_NEW_OUTBOUND_SESSIONS: `fsctl pause` sets both, `fsctl
+	// pause inbound|outbound` one. Only pausedIn gates SIP (the node places
+	// no outbound calls); both together make the core "not ready".
+	pausedIn  atomic.Bool
+	pausedOut atomic.Bool
+	// profileDown is a SIP profile that is not RUNNING (`sofia status`).
+	profileDown      atomic.Bool
 	optionsAlways200 atomic.Bool
 	maxSessions      atomic.Int64
 	active           atomic.Int64
@@ -50,9 +58,16 @@ func (a *admission) full() bool {
 	return limit > 0 && a.active.Load() >= limit
 }
 
-// busy is FreeSWITCH's gate for new out-of-dialog requests: paused (fsctl
-// pause) or Session-Count >= Max-Sessions.
-func (a *admission) busy() bool { return a.paused.Load() || a.full() }
+// busy is FreeSWITCH's gate for new out-of-dialog requests (sofia.c,
+// condition 1): paused for inbound calls (fsctl pause), the profile not
+// RUNNING, or Session-Count >= Max-Sessions.
+func (a *admission) busy() bool { return a.closedToNew() || a.full() }
+
+// closedToNew reports whether new calls are refused whatever the count.
+func (a *admission) closedToNew() bool { return a.pausedIn.Load() || a.profileDown.Load() }
+
+// admit takes a session slot for a new call unless the gate is closed.
+func (a *admission) admit() bool { return !a.closedToNew() && a.tryAdmit() }
 
 // tryAdmit takes a session slot unless the cap is reached.
 func (a *admission) tryAdmit() bool {
@@ -104,14 +119,32 @@ func loadDuration(v *atomic.Int64) time.Duration { return time.Duration(v.Load()
 
 // Pause makes the node refuse new calls like `fsctl pause`: new INVITEs get
 // 503 Maximum Calls In Progress, and OPTIONS too unless OptionsAlways200.
-// Calls in progress carry on.
-func (n *Node) Pause() { n.adm.paused.Store(true) }
+// Calls in progress carry on. It is the state `fsctl pause` sets over the
+// Event Socket.
+func (n *Node) Pause() {
+	n.adm.pausedIn.Store(true)
+	n.adm.pausedOut.Store(true)
+}
 
-// Resume undoes Pause.
-func (n *Node) Resume() { n.adm.paused.Store(false) }
+// Resume undoes Pause (and `fsctl pause inbound|outbound`), like `fsctl
+// resume`.
+func (n *Node) Resume() {
+	n.adm.pausedIn.Store(false)
+	n.adm.pausedOut.Store(false)
+}
 
-// Paused reports whether the node is paused.
-func (n *Node) Paused() bool { return n.adm.paused.Load() }
+// Paused reports whether new inbound calls are refused: Pause, or `fsctl
+// pause` or `fsctl pause inbound` over the Event Socket.
+func (n *Node) Paused() bool { return n.adm.pausedIn.Load() }
+
+// SetProfileRunning starts (true) or stops (false) the node's SIP profile
+// as `sofia status` shows it, RUNNING or DOWN. While it is down new INVITEs
+// get 503 Maximum Calls In Progress, and OPTIONS too unless
+// OptionsAlways200, as mod_sofia answers for a profile that is not running.
+func (n *Node) SetProfileRunning(running bool) { n.adm.profileDown.Store(!running) }
+
+// ProfileRunning reports whether the SIP profile is RUNNING.
+func (n *Node) ProfileRunning() bool { return !n.adm.profileDown.Load() }
 
 // SetMaxSessions changes the session cap like `fsctl max_sessions`; 0 means
 // unlimited. Calls already in progress are kept.

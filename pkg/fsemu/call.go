@@ -35,7 +35,8 @@ type call struct {
 	mu       sync.Mutex
 	rec      CallRecord
 	phase    phase
-	admitted bool // holds an admission slot
+	admitted bool     // holds an admission slot
+	ch       *channel // the Event Socket's view while admitted (nil without ESL)
 	ended    chan struct{}
 
 	// Initial INVITE, for telling retransmissions from merged requests.
@@ -126,6 +127,7 @@ func (c *call) endLocked(reason string) {
 	if c.admitted {
 		c.admitted = false
 		c.n.adm.release()
+		c.n.channelHangupLocked(c, reason)
 	}
 	close(c.ended)
 }

@@ -5,15 +5,23 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"strconv"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
 )
 
+// DefaultVersion is the FreeSWITCH version a node reports (HEARTBEAT's
+// FreeSWITCH-Version, `status`, `version`), that of a 1.10.12 package.
+const DefaultVersion = "1.10.12-release~64bit"
+
 // DefaultUserAgent is the User-Agent the node puts on every message, the
 // string a FreeSWITCH 1.10.12 package announces.
-const DefaultUserAgent = "FreeSWITCH-mod_sofia/1.10.12-release~64bit"
+const DefaultUserAgent = "FreeSWITCH-mod_sofia/" + DefaultVersion
+
+// DefaultESLPassword is FreeSWITCH's stock Event Socket password.
+const DefaultESLPassword = "ClueCon"
 
 // DefaultMaxRecords is how many call records a node keeps by default.
 const DefaultMaxRecords = 200000
@@ -69,8 +77,38 @@ type Config struct {
 	// MaxRecords bounds the call records kept for Calls; the oldest go first
 	// (default DefaultMaxRecords).
 	MaxRecords int
-	// UserAgent is the User-Agent header value (default DefaultUserAgent).
+	// UserAgent is the User-Agent header value (default
+	// "FreeSWITCH-mod_sofia/" + Version, so DefaultUserAgent).
 	UserAgent string
+
+	// ESLAddr is the host:port of the node's Event Socket server, inbound
+	// mode as mod_event_socket serves it (default "": no Event Socket;
+	// "127.0.0.1:0" picks a free port, see Node.ESLAddr).
+	ESLAddr string
+	// ESLPassword is the password `auth` must give (default
+	// DefaultESLPassword, "ClueCon").
+	ESLPassword string
+	// ESLAuthTimeout is how long a connection may go without a command
+	// before it has authenticated; it is then told goodbye and closed
+	// (default 25s, FreeSWITCH's).
+	ESLAuthTimeout time.Duration
+	// HeartbeatInterval is the HEARTBEAT event period; the first one fires
+	// at Start (default 20s, FreeSWITCH's event-heartbeat-interval).
+	HeartbeatInterval time.Duration
+	// IdleCPU is the Idle-CPU percentage reported in HEARTBEAT and
+	// `status`, within [0, 100] (default 95; 0 means the default, use
+	// Node.SetIdleCPU(0) for a saturated node).
+	IdleCPU float64
+	// SessionsPerSecond is the configured sessions-per-second budget,
+	// reported as Session-Per-Sec when idle (default 30). It is reported
+	// only: the node does not throttle.
+	SessionsPerSecond int
+	// Version is the FreeSWITCH version reported over the Event Socket
+	// (default DefaultVersion).
+	Version string
+	// Hostname is FreeSWITCH-Hostname in events (default: os.Hostname).
+	// FreeSWITCH-Switchname is the node's ID.
+	Hostname string
 }
 
 // withDefaults returns c with every unset field given its default.
@@ -93,8 +131,33 @@ func (c Config) withDefaults() Config {
 	if c.MaxRecords == 0 {
 		c.MaxRecords = DefaultMaxRecords
 	}
+	if c.Version == "" {
+		c.Version = DefaultVersion
+	}
 	if c.UserAgent == "" {
-		c.UserAgent = DefaultUserAgent
+		c.UserAgent = "FreeSWITCH-mod_sofia/" + c.Version
+	}
+	if c.ESLPassword == "" {
+		c.ESLPassword = DefaultESLPassword
+	}
+	if c.ESLAuthTimeout == 0 {
+		c.ESLAuthTimeout = 25 * time.Second
+	}
+	if c.HeartbeatInterval == 0 {
+		c.HeartbeatInterval = 20 * time.Second
+	}
+	if c.IdleCPU == 0 {
+		c.IdleCPU = 95
+	}
+	if c.SessionsPerSecond == 0 {
+		c.SessionsPerSecond = 30
+	}
+	if c.Hostname == "" {
+		if h, err := os.Hostname(); err == nil && h != "" {
+			c.Hostname = h
+		} else {
+			c.Hostname = "localhost"
+		}
 	}
 	return c
 }
@@ -126,6 +189,14 @@ func (c Config) validate() error {
 	check(c.T1 > 0, "T1 %v must be positive", c.T1)
 	check(c.T2 >= c.T1, "T2 %v must not be below T1 %v", c.T2, c.T1)
 	check(c.MaxRecords > 0, "MaxRecords %d must be positive", c.MaxRecords)
+	if c.ESLAddr != "" {
+		_, _, err := net.SplitHostPort(c.ESLAddr)
+		check(err == nil, "ESLAddr %q: %v", c.ESLAddr, err)
+	}
+	check(c.ESLAuthTimeout > 0, "ESLAuthTimeout %v must be positive", c.ESLAuthTimeout)
+	check(c.HeartbeatInterval > 0, "HeartbeatInterval %v must be positive", c.HeartbeatInterval)
+	check(c.IdleCPU >= 0 && c.IdleCPU <= 100, "IdleCPU %v must be within [0, 100]", c.IdleCPU)
+	check(c.SessionsPerSecond > 0, "SessionsPerSecond %d must be positive", c.SessionsPerSecond)
 	return errors.Join(errs...)
 }
 

@@ -40,6 +40,41 @@
 // state lives in one place (admission) so an Event Socket front end can
 // share it with SIP.
 //
+// # Event Socket
+//
+// With Config.ESLAddr the node also serves FreeSWITCH's Event Socket in
+// inbound mode, byte for byte as mod_event_socket 1.11 writes it
+// (shared/esl.md, shared/esl-real-transcripts.md): the auth/request
+// greeting, `auth` (Config.ESLPassword; a wrong one gets -ERR invalid and
+// the goodbye notice), a goodbye after ESLAuthTimeout without commands
+// before auth, `event [plain|json|xml] NAMES` (the format applies to the
+// whole connection), `nixevent`, `noevents`, `filter`, `api`, `bgapi`
+// (BACKGROUND_JOB) and `exit`. Commands end with an empty line, LF or CRLF,
+// and may be pipelined; events are written only between replies.
+//
+// `api` knows status, show calls|channels count, show calls|channels as
+// json, fsctl pause|resume [inbound|outbound], fsctl pause_check,
+// ready_check, shutdown_check, max_sessions [N], fsctl shutdown [elegant|
+// asap|cancel|now], sofia status, version, uptime and hostname; anything
+// else is "-ERR <cmd> Command not found!". fsctl pause and max_sessions
+// change the same admission state as Pause and SetMaxSessions, so SIP
+// answers accordingly. fsctl shutdown (and Close) sends subscribers the
+// SHUTDOWN event, every client "The system is being shut down.", closes
+// the listener so new connections are refused, and stops the node.
+//
+// Events: HEARTBEAT every HeartbeatInterval (the first at Start, before
+// anyone can subscribe) with FreeSWITCH's 27 headers and live figures;
+// CHANNEL_CREATE when an INVITE is admitted and CHANNEL_HANGUP_COMPLETE
+// when that call ends (NORMAL_CLEARING for a BYE either way,
+// ORIGINATOR_CANCEL for a CANCEL, RECOVERY_ON_TIMER_EXPIRE for a missing
+// ACK); SHUTDOWN_REQUESTED, BACKGROUND_JOB and SHUTDOWN. A call is one
+// channel: Session-Count, `show calls count` and `show channels count` are
+// all Active. Max-Sessions is MaxSessions, or 1000 (FreeSWITCH's default)
+// when unlimited. Session-Per-Sec is what is left of SessionsPerSecond in
+// the current second; Idle-CPU is Config.IdleCPU or SetIdleCPU. Each
+// connection queues at most 100000 events; past 500 lost in a row it is
+// killed with "killed listener because of lost events", as in FreeSWITCH.
+//
 // # Records
 //
 // Stats counts events; Calls and Call return per-Call-ID records whose
@@ -51,7 +86,13 @@
 //
 // The 487 that sipgo sends on CANCEL carries a To tag of its own, not the
 // one of the 180. There is no RTP. Only INVITE-related session limits are
-// modelled (no sessions-per-second throttle, no standby "System Paused").
+// modelled: sessions-per-second and min-idle-cpu are reported over the
+// Event Socket but never refuse a call, and there is no standby "System
+// Paused". SetProfileRunning(false) keeps the port open (a real stopped
+// profile closes it) and answers 503 as mod_sofia does for a profile that
+// is not RUNNING. Channel events carry a plausible subset of a real
+// channel's headers, and Event-Calling-Line-Number of CHANNEL_* events is
+// not taken from a capture. No `log` lines are ever sent.
 //
 // Large messages: sipgo refuses UDP messages above sip.UDPMTUSize-200 bytes
 // (1300 by default). A program that expects long Record-Route or Via sets

@@ -15,13 +15,16 @@ import (
 )
 
 // Node is one running FreeSWITCH emulator: a SIP profile on UDP and TCP
-// (same port). Its methods are safe for concurrent use.
+// (same port), and optionally an Event Socket server (Config.ESLAddr). Its
+// methods are safe for concurrent use.
 type Node struct {
 	cfg Config
 	log *slog.Logger
 
 	// adm is the call-acceptance state shared by every front end.
 	adm      *admission
+	core     *core      // what the Event Socket reports about the node
+	esl      *eslServer // nil without Config.ESLAddr
 	counters counters
 	calls    *registry
 	rtpSeq   atomic.Uint64
@@ -64,11 +67,26 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		adm:   newAdmission(cfg),
 		calls: newRegistry(cfg.MaxRecords),
 	}
+	n.core = newCore(cfg, n.adm.active.Load)
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 
+	// The Event Socket is bound first: SIP handlers fire events to it as
+	// soon as they run.
+	if cfg.ESLAddr != "" {
+		if err := n.listenESL(); err != nil {
+			n.cancel()
+			return nil, err
+		}
+	}
 	if err := n.startSIP(); err != nil {
 		n.cancel()
+		if n.esl != nil {
+			_ = n.esl.ln.Close()
+		}
 		return nil, err
+	}
+	if n.esl != nil {
+		n.esl.start()
 	}
 	stop := context.AfterFunc(ctx, func() { _ = n.Close() })
 	n.mu.Lock()
@@ -190,8 +208,35 @@ func (n *Node) Addr() string { return n.addr }
 // ID returns the node's configured ID.
 func (n *Node) ID() string { return n.cfg.ID }
 
+// ESLAddr returns the bound Event Socket "ip:port", or "" when the node
+// serves none.
+func (n *Node) ESLAddr() string {
+	if n.esl == nil {
+		return ""
+	}
+	return n.esl.addr()
+}
+
+// ESLConnections returns the number of open Event Socket connections.
+func (n *Node) ESLConnections() int {
+	if n.esl == nil {
+		return 0
+	}
+	return n.esl.connections()
+}
+
+// SetIdleCPU changes the Idle-CPU percentage reported in HEARTBEAT and
+// `status` (clamped to [0, 100]). It is reported only; admission ignores it.
+func (n *Node) SetIdleCPU(percent float64) { n.core.setIdleCPU(percent) }
+
+// IdleCPU returns the Idle-CPU percentage the node reports.
+func (n *Node) IdleCPU() float64 { return n.core.idle() }
+
 // Close stops the listeners, every timer and every goroutine of the node;
-// calls in progress are abandoned without signalling. It is idempotent.
+// calls in progress are abandoned without signalling. Event Socket clients
+// first get the SHUTDOWN event (if subscribed) and the "The system is being
+// shut down." notice, and the ESL listener closes, so new connections are
+// refused, as when FreeSWITCH stops. It is idempotent.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
 		// From here sipgo's readers drop what they read, and handlers and
@@ -203,6 +248,9 @@ func (n *Node) Close() error {
 		n.mu.Unlock()
 		if stopWatch != nil {
 			stopWatch()
+		}
+		if n.esl != nil {
+			n.esl.shutdown()
 		}
 		n.cancel()
 		for _, c := range n.calls.all() {

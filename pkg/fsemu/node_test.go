@@ -31,6 +31,12 @@ func TestConfigValidation(t *testing.T) {
 		{Config{DropRatio: -0.1}, "DropRatio"},
 		{Config{T1: time.Second, T2: time.Millisecond}, "T2"},
 		{Config{MaxRecords: -1}, "MaxRecords"},
+		{Config{ESLAddr: "nonsense"}, "ESLAddr"},
+		{Config{ESLAuthTimeout: -1}, "ESLAuthTimeout"},
+		{Config{HeartbeatInterval: -time.Second}, "HeartbeatInterval"},
+		{Config{IdleCPU: 100.5}, "IdleCPU"},
+		{Config{IdleCPU: -1}, "IdleCPU"},
+		{Config{SessionsPerSecond: -1}, "SessionsPerSecond"},
 	} {
 		_, err := Start(t.Context(), tc.cfg)
 		require.Error(t, err, "%+v", tc.cfg)
@@ -215,7 +221,8 @@ func nodeGoroutines() []string {
 	buf = buf[:runtime.Stack(buf, true)]
 	var out []string
 	for _, g := range strings.Split(string(buf), "\n\n") {
-		if strings.Contains(g, "fsemu.(*Node)") || strings.Contains(g, "fsemu.(*call)") || strings.Contains(g, "fsemu.Start") {
+		if strings.Contains(g, "fsemu.(*Node)") || strings.Contains(g, "fsemu.(*call)") || strings.Contains(g, "fsemu.Start") ||
+			strings.Contains(g, "fsemu.(*esl") {
 			out = append(out, g)
 		}
 	}

@@ -142,7 +142,7 @@ func (n *Node) runInvite(c *call, req *sip.Request, tx sip.ServerTransaction, ta
 	inv := req.Clone()
 	inv.To().Params.Add("tag", tag)
 
-	admitted := !n.adm.paused.Load() && n.adm.tryAdmit()
+	admitted := n.adm.admit()
 	if admitted && n.adm.roll(fail503) {
 		n.adm.release()
 		admitted = false
@@ -161,6 +161,7 @@ func (n *Node) runInvite(c *call, req *sip.Request, tx sip.ServerTransaction, ta
 	c.mu.Lock()
 	c.phase = phaseRinging
 	c.admitted = true
+	n.channelCreatedLocked(c, req)
 	c.local = sip.ToHeader{DisplayName: inv.To().DisplayName, Address: *inv.To().Address.Clone(), Params: inv.To().Params.Clone()}
 	from := req.From()
 	c.remote = sip.FromHeader{DisplayName: from.DisplayName, Address: *from.Address.Clone(), Params: from.Params.Clone()}
@@ -220,6 +221,9 @@ func (n *Node) answer(c *call, tx sip.ServerTransaction, inv *sip.Request) {
 	c.pending = p
 	c.rec.Answered = true
 	c.rec.Status = 200
+	if c.ch != nil {
+		c.ch.answered = time.Now()
+	}
 	c.mu.Unlock()
 	n.counters.answered.Add(1)
 

@@ -99,6 +99,16 @@ type Proxy struct {
 	closed   atomic.Bool
 }
 
+// sipgo refuses UDP messages above UDPMTUSize-200 (1300 bytes by default);
+// calls with a large SDP or many Record-Routes must not fail for that. It is
+// a process-wide variable of sipgo's, read by every transport goroutine, so
+// it is set once, at program start, before any of them runs.
+func init() {
+	if sip.UDPMTUSize < 65000 {
+		sip.UDPMTUSize = 65000
+	}
+}
+
 // noBuild stops sipgo's Client from "completing" our requests: with no
 // option it would add missing headers and reallocate the header list. Our
 // outbound copies are complete.
@@ -151,12 +161,6 @@ func New(cfg Config, deps Deps) (*Proxy, error) {
 // Start binds every listener (an error if any fails) and serves them until
 // Close. Binding happens before Start returns, so the addresses are known.
 func (p *Proxy) Start() error {
-	// sipgo refuses UDP messages above UDPMTUSize-200; calls with large SDP
-	// or many Record-Routes must not fail for that. It is a process-wide
-	// setting of sipgo's.
-	if sip.UDPMTUSize < 65000 {
-		sip.UDPMTUSize = 65000
-	}
 	fallback := ""
 	for _, l := range p.cfg.Listen {
 		bl, err := bind(l, p.cfg.TLS)
