@@ -49,7 +49,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "sipbalancer: %s is valid\n", *path)
 		return 0
 	}
-	log, _, err := logging.New(cfg.Log.Level, cfg.Log.Format, stderr)
+	log, _, err := logging.New(cfg.Log.Level, cfg.Log.Format, cfg.Log.Sampling, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "sipbalancer: %v\n", err)
 		return 1

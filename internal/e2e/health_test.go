@@ -322,3 +322,36 @@ func TestDrainNode(t *testing.T) {
 	require.NoError(t, c.app.Checker().SetOperator("fs1", health.OperatorNone))
 	require.Equal(t, dispatcher.StateUp, fs1.State())
 }
+
+// TestProfileDownAndCPUSaturation: a SIP profile that is not RUNNING takes
+// the node down; Idle-CPU under the threshold for the configured time makes
+// it full; both recover.
+func TestProfileDownAndCPUSaturation(t *testing.T) {
+	c := startCluster(t, clusterOpts{nodes: 2, esl: true, yaml: `
+health:
+  esl: { profile_check: 200ms }
+  cpu: { idle_min: 10, for: 1s }
+`})
+	fs1, node := c.nodes[0], c.app.Dispatcher().Node("fs1")
+	eventually(t, func() bool {
+		st, _ := c.app.Checker().NodeStatus("fs1")
+		return st.ESL != nil && st.ESL.Connected && st.ESL.ProfileKnown
+	}, "ESL not connected")
+
+	// The emulator answers 503 to SIP while its profile is down, as
+	// FreeSWITCH does; the Event Socket says why.
+	fs1.SetOptionsAlways200(true)
+	fs1.SetProfileRunning(false)
+	eventually(t, func() bool { return node.State() == dispatcher.StateDown }, "profile down not seen")
+	st, _ := c.app.Checker().NodeStatus("fs1")
+	require.Equal(t, health.ReasonProfileDown, st.Reason)
+	fs1.SetProfileRunning(true)
+	eventually(t, func() bool { return node.State() == dispatcher.StateUp }, "profile back not seen")
+
+	fs1.SetIdleCPU(3)
+	eventually(t, func() bool { return node.State() == dispatcher.StateFull }, "CPU saturation not seen")
+	st, _ = c.app.Checker().NodeStatus("fs1")
+	require.Equal(t, health.ReasonCPU, st.Reason)
+	fs1.SetIdleCPU(90)
+	eventually(t, func() bool { return node.State() == dispatcher.StateUp }, "CPU recovery not seen")
+}

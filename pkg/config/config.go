@@ -236,4 +236,7 @@ type Log struct {
 	Level string `mapstructure:"level"`
 	// Format is json or console (default json).
 	Format string `mapstructure:"format"`
+	// Sampling keeps the first 100 lines of each message text per second,
+	// then 1 in 100, so that a flood cannot flood the log (default true).
+	Sampling bool `mapstructure:"sampling"`
 }

@@ -188,7 +188,7 @@ func TestLoadBytesDefaults(t *testing.T) {
 			MaxDialogs:    1000000,
 		},
 		Admin: Admin{Listen: "127.0.0.1:9090"},
-		Log:   Log{Level: "info", Format: "json"},
+		Log:   Log{Level: "info", Format: "json", Sampling: true},
 	}
 	assert.Equal(t, want, c)
 	assert.Equal(t, 1, c.RetryAfterSeconds())

@@ -71,8 +71,9 @@ func defaults() Config {
 			Listen: "127.0.0.1:9090",
 		},
 		Log: Log{
-			Level:  "info",
-			Format: "json",
+			Level:    "info",
+			Format:   "json",
+			Sampling: true,
 		},
 	}
 }

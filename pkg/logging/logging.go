@@ -21,9 +21,9 @@ import (
 )
 
 // New returns a logger writing to w at level ("debug", "info", "warn",
-// "error") in format ("json" or "console"), and the atomic level that
-// changes it at run time.
-func New(level, format string, w io.Writer) (*zap.Logger, zap.AtomicLevel, error) {
+// "error") in format ("json" or "console"), sampled or not, and the atomic
+// level that changes it at run time.
+func New(level, format string, sampling bool, w io.Writer) (*zap.Logger, zap.AtomicLevel, error) {
 	lvl := zap.NewAtomicLevel()
 	if err := lvl.UnmarshalText([]byte(level)); err != nil {
 		return nil, lvl, fmt.Errorf("log.level: %w", err)
@@ -42,8 +42,10 @@ func New(level, format string, w io.Writer) (*zap.Logger, zap.AtomicLevel, error
 		return nil, lvl, fmt.Errorf("log.format: unknown format %q (want json or console)", format)
 	}
 	core := zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(w)), lvl)
-	// Per message text: the first 100 each second, then 1 in 100.
-	core = zapcore.NewSamplerWithOptions(core, time.Second, 100, 100)
+	if sampling {
+		// Per message text: the first 100 each second, then 1 in 100.
+		core = zapcore.NewSamplerWithOptions(core, time.Second, 100, 100)
+	}
 	return zap.New(core), lvl, nil
 }
 

@@ -10,15 +10,15 @@ import (
 )
 
 func TestNewRejectsBadSettings(t *testing.T) {
-	_, _, err := New("loud", "json", &bytes.Buffer{})
+	_, _, err := New("loud", "json", true, &bytes.Buffer{})
 	require.ErrorContains(t, err, "log.level")
-	_, _, err = New("info", "xml", &bytes.Buffer{})
+	_, _, err = New("info", "xml", true, &bytes.Buffer{})
 	require.ErrorContains(t, err, "log.format")
 }
 
 func TestSlogBridge(t *testing.T) {
 	var buf bytes.Buffer
-	log, _, err := New("debug", "json", &buf)
+	log, _, err := New("debug", "json", true, &buf)
 	require.NoError(t, err)
 	s := Slog(log)
 
@@ -41,7 +41,7 @@ func TestSlogBridge(t *testing.T) {
 
 func TestSamplingBoundsAFlood(t *testing.T) {
 	var buf bytes.Buffer
-	log, _, err := New("info", "json", &buf)
+	log, _, err := New("info", "json", true, &buf)
 	require.NoError(t, err)
 	s := Slog(log)
 	for i := 0; i < 10000; i++ {
@@ -55,11 +55,21 @@ func TestSamplingBoundsAFlood(t *testing.T) {
 
 func TestLevelChangesAtRunTime(t *testing.T) {
 	var buf bytes.Buffer
-	log, lvl, err := New("warn", "console", &buf)
+	log, lvl, err := New("warn", "console", true, &buf)
 	require.NoError(t, err)
 	log.Info("hidden")
 	lvl.SetLevel(-1) // debug
 	log.Debug("shown")
 	require.NotContains(t, buf.String(), "hidden")
 	require.Contains(t, buf.String(), "shown")
+}
+
+func TestSamplingOff(t *testing.T) {
+	var buf bytes.Buffer
+	log, _, err := New("info", "json", false, &buf)
+	require.NoError(t, err)
+	for i := 0; i < 500; i++ {
+		log.Info("same")
+	}
+	require.Equal(t, 500, strings.Count(buf.String(), "\n"))
 }

@@ -79,6 +79,8 @@ func (p *Proxy) newCall(req *sip.Request, tx sip.ServerTransaction, mf uint32) {
 			p.nodeFailed(node, "transport", callID, err)
 			continue
 		}
+		p.debug("request forwarded to node", zap.String("method", string(req.Method)),
+			zap.String("node", node.ID()), zap.String("call_id", callID), zap.Int("attempt", attempt))
 		node.AddInflight(1)
 		opts := runOpts{
 			failover:     true,
