@@ -12,11 +12,13 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/sipbalancer/sipbalancer/pkg/config"
 	"github.com/sipbalancer/sipbalancer/pkg/dispatcher"
 	"github.com/sipbalancer/sipbalancer/pkg/health"
+	"github.com/sipbalancer/sipbalancer/pkg/metrics"
 	"github.com/sipbalancer/sipbalancer/pkg/session"
 	sipproxy "github.com/sipbalancer/sipbalancer/pkg/sip"
 )
@@ -28,9 +30,12 @@ type App struct {
 	disp    *dispatcher.Dispatcher
 	store   session.Store
 	memory  *session.Memory
+	redis   *session.Redis
 	checker *health.Checker
 	proxy   *sipproxy.Proxy
 	stop    context.CancelFunc
+	reg     *prometheus.Registry
+	rec     *metrics.Recorder
 }
 
 // New builds the balancer from a validated configuration. Nothing listens
@@ -54,21 +59,45 @@ func New(cfg *config.Config, log *zap.Logger) (*App, error) {
 		return nil, fmt.Errorf("nodes: %w", err)
 	}
 
+	// The store's confirmed bindings are the truth about this instance's
+	// active calls: they expire, so the counts heal themselves.
+	onActive := func(nodeID string, delta int) {
+		if n := a.disp.Node(nodeID); n != nil {
+			n.AddActive(int64(delta))
+		}
+	}
 	switch cfg.Session.Store {
 	case "", "memory":
-		a.memory = session.NewMemory(session.MemoryOptions{
-			MaxDialogs: cfg.Session.MaxDialogs,
-			// The store's confirmed bindings are the truth about active
-			// calls: they expire, so the counts heal themselves.
-			OnActive: func(nodeID string, delta int) {
-				if n := a.disp.Node(nodeID); n != nil {
-					n.AddActive(int64(delta))
-				}
-			},
-		})
+		a.memory = session.NewMemory(session.MemoryOptions{MaxDialogs: cfg.Session.MaxDialogs, OnActive: onActive})
 		a.store = a.memory
+	case "redis":
+		r := cfg.Session.Redis
+		session.RouteRedisClientLogs(log)
+		a.redis, err = session.NewRedis(session.RedisOptions{
+			Mode:             r.Mode,
+			Addrs:            r.Addrs,
+			MasterName:       r.MasterName,
+			Username:         r.Username,
+			Password:         r.Password,
+			SentinelPassword: r.SentinelPassword,
+			DB:               r.DB,
+			TLS:              r.TLS,
+			KeyPrefix:        r.KeyPrefix,
+			DialTimeout:      r.DialTimeout,
+			ReadTimeout:      r.ReadTimeout,
+			WriteTimeout:     r.WriteTimeout,
+			PoolSize:         r.PoolSize,
+			QueueSize:        r.QueueSize,
+			LookupTimeout:    r.LookupTimeout,
+			OnActive:         onActive,
+			Logger:           log,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("session.redis: %w", err)
+		}
+		a.store = a.redis
 	default:
-		return nil, fmt.Errorf("session.store: %q is not available in this build (use memory)", cfg.Session.Store)
+		return nil, fmt.Errorf("session.store: unknown store %q", cfg.Session.Store)
 	}
 
 	secret := []byte(cfg.Session.TokenSecret)
@@ -86,6 +115,8 @@ func New(cfg *config.Config, log *zap.Logger) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
+	a.reg = a.newRegistry()
+	a.checker.OnChange(a.recordStateChange)
 
 	listen, err := cfg.Listeners()
 	if err != nil {
@@ -117,6 +148,7 @@ func New(cfg *config.Config, log *zap.Logger) (*App, error) {
 		DialogTTL:     cfg.Session.DialogTTL,
 		ReleaseLinger: cfg.Session.ReleaseLinger,
 		HashHeader:    hashHeader,
+		Rehome:        cfg.Session.Rehome,
 	}, sipproxy.Deps{
 		Dispatcher: a.disp,
 		Store:      a.store,
@@ -124,6 +156,7 @@ func New(cfg *config.Config, log *zap.Logger) (*App, error) {
 		Secret:     secret,
 		Passive:    a.checker,
 		Logger:     log,
+		Metrics:    a.rec,
 	})
 	if err != nil {
 		return nil, err
@@ -140,6 +173,9 @@ func (a *App) Start() error {
 	ctx, cancel := context.WithCancel(context.Background())
 	a.stop = cancel
 	a.checker.Start(ctx, nodeConfigs(a.cfg.Nodes))
+	if a.redis != nil {
+		go a.watchRedis(ctx)
+	}
 	a.log.Info("sipbalancer started",
 		zap.Strings("listeners", a.proxy.Listeners()),
 		zap.Int("nodes", len(a.disp.Snapshot().Nodes())),
@@ -155,6 +191,37 @@ func (a *App) Checker() *health.Checker { return a.checker }
 
 // Dispatcher returns the node set.
 func (a *App) Dispatcher() *dispatcher.Dispatcher { return a.disp }
+
+// Redis returns the Redis store, or nil with the memory store.
+func (a *App) Redis() *session.Redis { return a.redis }
+
+// watchRedis logs the affinity store's degradation and recovery once each:
+// while Redis is unreachable new calls go on (writes queue) and in-dialog
+// requests route by their Record-Route token.
+func (a *App) watchRedis(ctx context.Context) {
+	healthy := true
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		h := a.redis.Healthy()
+		if h == healthy {
+			continue
+		}
+		healthy = h
+		st := a.redis.Stats()
+		if !h {
+			a.log.Warn("affinity store degraded: Redis unreachable or its queue filling; calls go on, in-dialog requests route by token",
+				zap.String("error", st.LastError), zap.Int("queue", st.QueueDepth), zap.Int("backlog", st.Backlog))
+		} else {
+			a.log.Info("affinity store healthy again", zap.Int("backlog", st.Backlog))
+		}
+	}
+}
 
 // Store returns the affinity store.
 func (a *App) Store() session.Store { return a.store }

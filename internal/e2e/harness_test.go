@@ -36,8 +36,10 @@ func TestMain(m *testing.M) {
 
 // cluster is a balancer with its nodes.
 type cluster struct {
-	t     *testing.T
-	app   *app.App
+	t   testing.TB
+	app *app.App
+	// yaml builds an instance's configuration for a UDP listen address.
+	yaml  func(listenUDP string) string
 	nodes []*fsemu.Node
 	// ids maps node address to node id.
 	ids map[string]string
@@ -65,11 +67,14 @@ type clusterOpts struct {
 	nodeYAML string
 	// extraYAMLNodes are node entries added verbatim (subprocess nodes).
 	extraYAMLNodes []string
+	// session holds extra keys of the session section, indented two
+	// spaces (e.g. "  store: redis\n").
+	session string
 }
 
 // startCluster starts opts.nodes fsemu nodes on 127.0.1.(i+1) and the
 // balancer on 127.0.0.1 (UDP and TCP, free ports).
-func startCluster(t *testing.T, opts clusterOpts) *cluster {
+func startCluster(t testing.TB, opts clusterOpts) *cluster {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -118,7 +123,8 @@ func startCluster(t *testing.T, opts clusterOpts) *cluster {
 	if listenUDP == "" {
 		listenUDP = "127.0.0.1:0"
 	}
-	yaml := fmt.Sprintf(`
+	c.yaml = func(listenUDP string) string {
+		return fmt.Sprintf(`
 sip:
   listen: ["udp://%s", "tcp://127.0.0.1:0"]
 nodes:
@@ -129,18 +135,29 @@ failover:
   invite_timeout: 1s
 session:
   token_secret: e2e-secret
+%s
 admin:
   listen: ""
 %s
-`, listenUDP, nodesYAML.String(), policy, opts.yaml)
+`, listenUDP, nodesYAML.String(), policy, opts.session, opts.yaml)
+	}
+	c.app = c.instance(listenUDP)
+	return c
+}
+
+// instance starts another balancer with the cluster's configuration (same
+// nodes, same token secret, same store) on listenUDP.
+func (c *cluster) instance(listenUDP string) *app.App {
+	t := c.t
+	t.Helper()
+	yaml := c.yaml(listenUDP)
 	cfg, err := config.LoadBytes([]byte(yaml))
 	require.NoError(t, err, yaml)
 	a, err := app.New(cfg, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
 	require.NoError(t, err)
 	require.NoError(t, a.Start())
 	t.Cleanup(func() { a.Close() })
-	c.app = a
-	return c
+	return a
 }
 
 // addr is the balancer's address for transport ("udp" or "tcp").
@@ -181,7 +198,7 @@ func (c *cluster) answeredBy(callID string) (answered *fsemu.Node, seen int) {
 }
 
 // freeUDPAddr returns a loopback UDP address nothing listens on.
-func freeUDPAddr(t *testing.T, ip string) string {
+func freeUDPAddr(t testing.TB, ip string) string {
 	t.Helper()
 	pc, err := net.ListenPacket("udp", ip+":0")
 	require.NoError(t, err)
@@ -191,7 +208,7 @@ func freeUDPAddr(t *testing.T, ip string) string {
 }
 
 // eventually polls cond with a generous deadline (behaviour, not timing).
-func eventually(t *testing.T, cond func() bool, msg string, args ...any) {
+func eventually(t testing.TB, cond func() bool, msg string, args ...any) {
 	t.Helper()
 	require.Eventually(t, cond, 20*time.Second, 20*time.Millisecond, fmt.Sprintf(msg, args...))
 }

@@ -52,7 +52,7 @@ func (u *UAC) Call(ctx context.Context) CallResult {
 		return fail(err)
 	}
 	r.CallID = req.CallID().Value()
-	out, err := u.runInvite(ctx, req, nil, nil)
+	out, err := u.runInvite(ctx, req, nil, nil, "")
 	r.SetupTime, r.AnswerTime, r.ByeStatus = out.setup, out.answer, out.bye
 	if out.final != nil {
 		r.SetupStatus = out.final.StatusCode

@@ -28,6 +28,7 @@ type Dialog struct {
 	localSeq     uint32
 	remoteSeq    uint32
 	remoteTarget sip.Uri
+	nextHop      string                   // overrides the route set's first hop (SetNextHop)
 	acks         map[uint32]*ackState     // ACKs we sent, by INVITE CSeq
 	awaitAck     map[uint32]chan struct{} // our 2xx to their re-INVITE, by CSeq
 
@@ -95,6 +96,16 @@ func routeURI(h sip.Header) (sip.Uri, error) {
 // CallID is the dialog's Call-ID.
 func (d *Dialog) CallID() string { return d.callID }
 
+// SetNextHop sends the dialog's later requests (ACK included) to addr
+// (host:port) instead of the first hop of the route set, the Route headers
+// unchanged: what a carrier does when it fails over to another address of
+// the same trunk (another balancer instance). Empty restores the route set.
+func (d *Dialog) SetNextHop(addr string) {
+	d.mu.Lock()
+	d.nextHop = addr
+	d.mu.Unlock()
+}
+
 // RemoteBye is closed once the far end's BYE has been answered 200.
 func (d *Dialog) RemoteBye() <-chan struct{} { return d.remoteBye }
 
@@ -140,7 +151,7 @@ func (d *Dialog) Request(ctx context.Context, method sip.RequestMethod, body []b
 	}
 	req.SetBody(body)
 	if method == sip.INVITE {
-		out, err := d.u.runInvite(ctx, req, d, nil)
+		out, err := d.u.runInvite(ctx, req, d, nil, "")
 		return out.final, err
 	}
 	return d.u.runNonInvite(ctx, req)
@@ -165,6 +176,7 @@ func (d *Dialog) Bye(ctx context.Context) (*sip.Response, error) {
 func (d *Dialog) buildRequest(method sip.RequestMethod, seq uint32) (*sip.Request, error) {
 	d.mu.Lock()
 	target := *d.remoteTarget.Clone()
+	nextHop := d.nextHop
 	d.mu.Unlock()
 
 	var ruri, next sip.Uri
@@ -186,6 +198,9 @@ func (d *Dialog) buildRequest(method sip.RequestMethod, seq uint32) (*sip.Reques
 	transport, addr, err := d.u.hop(next, d.transport)
 	if err != nil {
 		return nil, err
+	}
+	if nextHop != "" {
+		addr = nextHop
 	}
 
 	req := sip.NewRequest(method, ruri)

@@ -19,6 +19,7 @@ type inviteOptions struct {
 	bodySet     bool
 	contentType string
 	body        []byte
+	cancelTo    string
 }
 
 // WithHeader adds a header to the INVITE (after Config.Headers).
@@ -40,6 +41,13 @@ func WithRequestURI(uri string) InviteOption {
 // WithBody replaces the SDP offer; a nil body sends the INVITE without one.
 func WithBody(contentType string, body []byte) InviteOption {
 	return func(o *inviteOptions) { o.bodySet, o.contentType, o.body = true, contentType, body }
+}
+
+// WithCancelTo sends the CANCEL of InviteAndCancel to addr (host:port)
+// instead of where the INVITE went: a carrier whose CANCEL reaches another
+// instance of the balancer than its INVITE did.
+func WithCancelTo(addr string) InviteOption {
+	return func(o *inviteOptions) { o.cancelTo = addr }
 }
 
 // inviteOutcome is what one INVITE transaction produced.
@@ -139,7 +147,7 @@ func (u *UAC) Invite(ctx context.Context, opts ...InviteOption) (*Dialog, *sip.R
 	if err != nil {
 		return nil, nil, err
 	}
-	out, err := u.runInvite(ctx, req, nil, nil)
+	out, err := u.runInvite(ctx, req, nil, nil, "")
 	return out.dialog, out.final, err
 }
 
@@ -156,7 +164,11 @@ func (u *UAC) InviteAndCancel(ctx context.Context, cancelAfter func(*sip.Respons
 	if err != nil {
 		return nil, err
 	}
-	out, err := u.runInvite(ctx, req, nil, cancelAfter)
+	o := inviteOptions{}
+	for _, f := range opts {
+		f(&o)
+	}
+	out, err := u.runInvite(ctx, req, nil, cancelAfter, o.cancelTo)
 	return out.final, err
 }
 
@@ -164,7 +176,7 @@ func (u *UAC) InviteAndCancel(ctx context.Context, cancelAfter func(*sip.Respons
 // re-INVITE, to its final response. Every wait is bounded: by Timeout and
 // ctx until then, and by a short cleanup budget while a CANCEL sent because
 // of them is answered.
-func (u *UAC) runInvite(ctx context.Context, req *sip.Request, d *Dialog, cancelAfter func(*sip.Response) bool) (out inviteOutcome, err error) {
+func (u *UAC) runInvite(ctx context.Context, req *sip.Request, d *Dialog, cancelAfter func(*sip.Response) bool, cancelTo string) (out inviteOutcome, err error) {
 	if u.isClosed() {
 		return out, ErrClosed
 	}
@@ -202,6 +214,9 @@ func (u *UAC) runInvite(ctx context.Context, req *sip.Request, d *Dialog, cancel
 	sendCancel := func() {
 		canceled = true
 		c := u.buildCancel(req)
+		if cancelTo != "" {
+			c.SetDestination(cancelTo)
+		}
 		t, err := u.request(u.closeCtx, c)
 		if err != nil {
 			u.log.Warn("callgen: send CANCEL failed", "call_id", req.CallID().Value(), "error", err)

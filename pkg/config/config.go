@@ -196,10 +196,19 @@ type Session struct {
 	ReleaseLinger time.Duration `mapstructure:"release_linger"`
 	// MaxDialogs bounds the memory store (default 1000000).
 	MaxDialogs int `mapstructure:"max_dialogs"`
+	// Rehome moves the calls of a node that is down to another node, for
+	// pools whose nodes share a database and recover each other's calls:
+	// the first instance to decide writes the new owner atomically and every
+	// instance follows it (default false).
+	Rehome bool `mapstructure:"rehome"`
 }
 
 // Redis configures the shared affinity store.
 type Redis struct {
+	// Mode is standalone, sentinel or cluster; empty picks sentinel when
+	// MasterName is set, cluster when Addrs has several addresses, else
+	// standalone (default "").
+	Mode string `mapstructure:"mode"`
 	// Addrs lists host:port of Redis servers, Sentinels (with MasterName) or
 	// Cluster nodes (default ["127.0.0.1:6379"]).
 	Addrs []string `mapstructure:"addrs"`
@@ -219,6 +228,15 @@ type Redis struct {
 	WriteTimeout time.Duration `mapstructure:"write_timeout"`
 	// PoolSize per Redis node (default 20).
 	PoolSize int `mapstructure:"pool_size"`
+	// SentinelPassword authenticates to the Sentinels when they require it;
+	// prefer SIPBALANCER_SESSION_REDIS_SENTINEL_PASSWORD (default "").
+	SentinelPassword string `mapstructure:"sentinel_password"`
+	// QueueSize bounds the writes waiting for Redis; beyond it a write is
+	// dropped (counted) and the call goes on (default 65536).
+	QueueSize int `mapstructure:"queue_size"`
+	// LookupTimeout bounds a read, made only for requests without a usable
+	// Record-Route token (default 200ms).
+	LookupTimeout time.Duration `mapstructure:"lookup_timeout"`
 }
 
 // Admin configures the admin HTTP server.

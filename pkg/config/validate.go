@@ -294,6 +294,39 @@ func (c *Config) validateRedis(p *problems) {
 	p.positive("session.redis.dial_timeout", r.DialTimeout)
 	p.positive("session.redis.read_timeout", r.ReadTimeout)
 	p.positive("session.redis.write_timeout", r.WriteTimeout)
+	p.atLeast("session.redis.queue_size", r.QueueSize, 1)
+	p.positive("session.redis.lookup_timeout", r.LookupTimeout)
+	switch r.Mode {
+	case "", "standalone", "sentinel", "cluster":
+	default:
+		p.add("session.redis.mode", "unknown mode %q (want standalone, sentinel or cluster)", r.Mode)
+	}
+	mode := r.Mode
+	if mode == "" {
+		switch {
+		case r.MasterName != "":
+			mode = "sentinel"
+		case len(r.Addrs) > 1:
+			mode = "cluster"
+		default:
+			mode = "standalone"
+		}
+	}
+	if mode == "sentinel" && r.MasterName == "" {
+		p.add("session.redis.master_name", "required in sentinel mode")
+	}
+	if mode != "sentinel" && r.MasterName != "" {
+		p.add("session.redis.master_name", "only used in sentinel mode (mode is %s)", mode)
+	}
+	if mode == "standalone" && len(r.Addrs) > 1 {
+		p.add("session.redis.addrs", "standalone mode takes one address, got %d", len(r.Addrs))
+	}
+	if mode == "cluster" && r.DB != 0 {
+		p.add("session.redis.db", "Redis Cluster has only database 0, got %d", r.DB)
+	}
+	if strings.ContainsAny(r.KeyPrefix, "{}") {
+		p.add("session.redis.key_prefix", "must not contain braces (they change Redis Cluster hash slots), got %q", r.KeyPrefix)
+	}
 }
 
 func (c *Config) validateAdmin(p *problems) {

@@ -90,7 +90,8 @@ func (o *MemoryOptions) setDefaults() {
 // shared store instead.
 //
 // Each shard maps the Call-ID to a slot in a slice of fixed-size entries, and
-// an entry names its node by an index into a table of interned node IDs, so a
+// an entry names its node and its Via sent-by by indexes into tables of
+// interned strings (there are few nodes and fewer instance addresses), so a
 // dialog costs its Call-ID (copied once, so that it does not pin the SIP
 // message it was parsed from), one map slot and one 40-byte entry. Updates
 // write the entry in place and do not allocate. Freed slots are reused.
@@ -105,6 +106,7 @@ type Memory struct {
 	epoch    time.Time // entry times are nanoseconds since epoch
 	onActive func(nodeID string, delta int)
 	nodes    nodeTable
+	vias     nodeTable // Via sent-bys; index noVia is ""
 	interval time.Duration
 
 	closed    atomic.Bool
@@ -138,6 +140,8 @@ func NewMemory(opts MemoryOptions) *Memory {
 	}
 	m.epoch = m.now()
 	m.nodes.init()
+	m.vias.init()
+	m.vias.intern("") // the first index, noVia
 	for i := range m.shards {
 		m.shards[i].init()
 	}
@@ -148,8 +152,9 @@ func NewMemory(opts MemoryOptions) *Memory {
 }
 
 // Bind records an early binding of b.CallID to b.NodeID for ttl, replacing
-// any binding of the Call-ID. b.State and b.Expires are ignored. If the
-// replaced binding was Confirmed, OnActive reports -1 for its node.
+// any binding of the Call-ID (its Via too: an empty b.Via clears it).
+// b.State and b.Expires are ignored. If the replaced binding was Confirmed,
+// OnActive reports -1 for its node.
 func (m *Memory) Bind(ctx context.Context, b Binding, ttl time.Duration) error {
 	if err := m.enter(ctx, "bind"); err != nil {
 		return err
@@ -169,6 +174,7 @@ func (m *Memory) Bind(ctx context.Context, b Binding, ttl time.Duration) error {
 		expires:  now + int64(ttl),
 		attempt:  int32(b.Attempt),
 		node:     m.nodes.intern(b.NodeID),
+		via:      m.vias.intern(b.Via),
 		state:    Early,
 		outbound: b.Outbound,
 	}
@@ -191,9 +197,10 @@ func (m *Memory) Bind(ctx context.Context, b Binding, ttl time.Duration) error {
 }
 
 // Confirm marks the binding of callID Confirmed on nodeID, expiring ttl from
-// now, and creates it if there is none (keeping Attempt and Outbound of an
-// existing binding). OnActive reports +1 on the transition into Confirmed,
-// and -1 then +1 when the node changes; confirming twice counts once.
+// now, and creates it if there is none (keeping Attempt, Outbound and Via of
+// an existing binding; a created one has an empty Via). OnActive reports +1
+// on the transition into Confirmed, and -1 then +1 when the node changes;
+// confirming twice counts once.
 func (m *Memory) Confirm(ctx context.Context, callID, nodeID string, ttl time.Duration) error {
 	if err := m.enter(ctx, "confirm"); err != nil {
 		return err
@@ -303,6 +310,7 @@ func (m *Memory) Lookup(ctx context.Context, callID string) (Binding, error) {
 		NodeID:   m.nodes.id(e.node),
 		Attempt:  int(e.attempt),
 		Outbound: e.outbound,
+		Via:      m.vias.id(e.via),
 		State:    e.state,
 		Expires:  m.epoch.Add(time.Duration(e.expires)),
 	}, nil
@@ -496,8 +504,8 @@ func (m *Memory) sweep() {
 	}
 }
 
-// entry is a binding as stored: 40 bytes, with the node as an index into the
-// node table and times relative to Memory.epoch.
+// entry is a binding as stored: 40 bytes, with the node and the Via sent-by
+// as indexes into their tables and times relative to Memory.epoch.
 type entry struct {
 	// callID is the map key (the same string, not a copy); it lets the
 	// sweeper walk the slots in order instead of the map.
@@ -505,12 +513,17 @@ type entry struct {
 	expires  int64 // nanoseconds since Memory.epoch
 	attempt  int32
 	node     uint32      // node table index; in a free slot, the next free slot
+	via      uint32      // Via table index; noVia when unknown
 	state    DialogState // 0 in a free slot
 	outbound bool
 }
 
 // noSlot ends a shard's free list.
 const noSlot = math.MaxUint32
+
+// noVia is the index of the empty Via in Memory.vias, interned first, so
+// that a zero entry has no Via.
+const noVia = 0
 
 // shard is one independently locked part of a Memory.
 type shard struct {
@@ -600,9 +613,10 @@ func (ev *events) add(node uint32, delta int8) {
 	ev.n++
 }
 
-// nodeTable interns node IDs: the set of nodes is small, so entries hold a
-// 4-byte index instead of a string each. The table only grows; node IDs come
-// from configuration. Reads are lock-free.
+// nodeTable interns node IDs (and, in a second table, Via sent-bys): the set
+// of nodes is small, so entries hold a 4-byte index instead of a string each.
+// The table only grows; node IDs come from configuration, and a Via sent-by
+// is the address of a balancer instance. Reads are lock-free.
 type nodeTable struct {
 	mu  sync.Mutex // serialises additions
 	cur atomic.Pointer[nodeSet]

@@ -357,13 +357,53 @@ func TestMemorySemantics(t *testing.T) {
 	ctx := context.Background()
 	t.Run("bind sets early and expiry", func(t *testing.T) {
 		f := newFixture(t, session.MemoryOptions{})
-		require.NoError(t, f.m.Bind(ctx, session.Binding{CallID: "c1", NodeID: "a", Attempt: 2, Outbound: true, State: session.Released}, earlyTTL))
+		require.NoError(t, f.m.Bind(ctx, session.Binding{CallID: "c1", NodeID: "a", Attempt: 2, Outbound: true, Via: "192.0.2.10:5060", State: session.Released}, earlyTTL))
 		b, err := f.m.Lookup(ctx, "c1")
 		require.NoError(t, err)
 		assert.Equal(t, session.Binding{
-			CallID: "c1", NodeID: "a", Attempt: 2, Outbound: true,
+			CallID: "c1", NodeID: "a", Attempt: 2, Outbound: true, Via: "192.0.2.10:5060",
 			State: session.Early, Expires: f.clock.Now().Add(earlyTTL),
 		}, b)
+	})
+	t.Run("rebind replaces the via", func(t *testing.T) {
+		f := newFixture(t, session.MemoryOptions{})
+		require.NoError(t, f.m.Bind(ctx, session.Binding{CallID: "c1", NodeID: "a", Via: "192.0.2.10:5060"}, earlyTTL))
+		require.NoError(t, f.m.Bind(ctx, session.Binding{CallID: "c1", NodeID: "b", Attempt: 1, Via: "192.0.2.11:5060"}, earlyTTL))
+		b, err := f.m.Lookup(ctx, "c1")
+		require.NoError(t, err)
+		assert.Equal(t, "192.0.2.11:5060", b.Via)
+		require.NoError(t, f.m.Bind(ctx, session.Binding{CallID: "c1", NodeID: "c", Attempt: 2}, earlyTTL))
+		b, err = f.m.Lookup(ctx, "c1")
+		require.NoError(t, err)
+		assert.Empty(t, b.Via, "a re-bind without a Via clears it")
+	})
+	t.Run("via survives touch, release and rehome", func(t *testing.T) {
+		f := newFixture(t, session.MemoryOptions{})
+		const via = "[2001:db8::1]:5061"
+		require.NoError(t, f.m.Bind(ctx, session.Binding{CallID: "c1", NodeID: "a", Via: via}, earlyTTL))
+		require.NoError(t, f.m.Touch(ctx, "c1", dialogTTL))
+		owner, err := f.m.Rehome(ctx, "c1", "a", "b")
+		require.NoError(t, err)
+		require.Equal(t, "b", owner)
+		require.NoError(t, f.m.Release(ctx, "c1", linger))
+		b, err := f.m.Lookup(ctx, "c1")
+		require.NoError(t, err)
+		assert.Equal(t, session.Binding{
+			CallID: "c1", NodeID: "b", Via: via,
+			State: session.Released, Expires: f.clock.Now().Add(linger),
+		}, b)
+	})
+	t.Run("a reused slot has no via", func(t *testing.T) {
+		f := newFixture(t, session.MemoryOptions{Shards: 1})
+		require.NoError(t, f.m.Bind(ctx, session.Binding{CallID: "c1", NodeID: "a", Via: "192.0.2.10:5060"}, earlyTTL))
+		require.NoError(t, f.m.Release(ctx, "c1", 0))
+		session.SweepNow(f.m)
+		require.Equal(t, 0, f.m.Len())
+		// c2 takes c1's freed slot.
+		require.NoError(t, f.m.Confirm(ctx, "c2", "a", dialogTTL))
+		b, err := f.m.Lookup(ctx, "c2")
+		require.NoError(t, err)
+		assert.Empty(t, b.Via)
 	})
 	t.Run("expired binding is invisible before the sweep", func(t *testing.T) {
 		f := newFixture(t, session.MemoryOptions{})
@@ -378,16 +418,27 @@ func TestMemorySemantics(t *testing.T) {
 		require.ErrorIs(t, f.m.Touch(ctx, "c1", dialogTTL), session.ErrNotFound)
 		assert.Equal(t, 0, f.m.Len(), "a write removes what it finds expired")
 	})
-	t.Run("confirm keeps attempt and direction and sets the dialog ttl", func(t *testing.T) {
+	t.Run("confirm keeps attempt, direction and via and sets the dialog ttl", func(t *testing.T) {
 		f := newFixture(t, session.MemoryOptions{})
-		require.NoError(t, f.m.Bind(ctx, session.Binding{CallID: "c1", NodeID: "a", Attempt: 1, Outbound: true}, earlyTTL))
+		require.NoError(t, f.m.Bind(ctx, session.Binding{CallID: "c1", NodeID: "a", Attempt: 1, Outbound: true, Via: "192.0.2.10:5060"}, earlyTTL))
 		f.clock.Advance(time.Second)
 		require.NoError(t, f.m.Confirm(ctx, "c1", "b", dialogTTL))
 		b, err := f.m.Lookup(ctx, "c1")
 		require.NoError(t, err)
 		assert.Equal(t, session.Binding{
-			CallID: "c1", NodeID: "b", Attempt: 1, Outbound: true,
+			CallID: "c1", NodeID: "b", Attempt: 1, Outbound: true, Via: "192.0.2.10:5060",
 			State: session.Confirmed, Expires: f.clock.Now().Add(dialogTTL),
+		}, b)
+	})
+	t.Run("confirm after expiry starts afresh without via", func(t *testing.T) {
+		f := newFixture(t, session.MemoryOptions{})
+		require.NoError(t, f.m.Bind(ctx, session.Binding{CallID: "c1", NodeID: "a", Attempt: 1, Via: "192.0.2.10:5060"}, earlyTTL))
+		f.clock.Advance(earlyTTL)
+		require.NoError(t, f.m.Confirm(ctx, "c1", "a", dialogTTL))
+		b, err := f.m.Lookup(ctx, "c1")
+		require.NoError(t, err)
+		assert.Equal(t, session.Binding{
+			CallID: "c1", NodeID: "a", State: session.Confirmed, Expires: f.clock.Now().Add(dialogTTL),
 		}, b)
 	})
 	t.Run("touch extends and never shortens", func(t *testing.T) {
@@ -644,7 +695,8 @@ func TestMemoryHeapPerDialog(t *testing.T) {
 }
 
 // heapPerDialog fills a new Memory with n confirmed dialogs, with Call-IDs of
-// a typical length (45 bytes) over 8 nodes, and returns the growth of the live
+// a typical length (45 bytes) over 8 nodes and 2 Via sent-bys (the addresses
+// of the balancer), and returns the growth of the live
 // heap divided by n. The Call-IDs built here are garbage once stored (the
 // store keeps its own copy), so only what the store holds is measured.
 func heapPerDialog(tb testing.TB, n int) float64 {
@@ -657,7 +709,8 @@ func heapPerDialog(tb testing.TB, n int) float64 {
 	for i := range n {
 		callID := fmt.Sprintf("%08x-%04x-%04x-%012x@10.1.2.3", i, i%65536, 0x4000, i*7919)
 		node := fmt.Sprintf("fs-node-%d", i%8)
-		require.NoError(tb, m.Bind(ctx, session.Binding{CallID: callID, NodeID: node}, time.Hour))
+		via := fmt.Sprintf("192.0.2.%d:5060", 10+i%2)
+		require.NoError(tb, m.Bind(ctx, session.Binding{CallID: callID, NodeID: node, Via: via}, time.Hour))
 		require.NoError(tb, m.Confirm(ctx, callID, node, 12*time.Hour))
 	}
 	runtime.GC()
@@ -768,4 +821,30 @@ func BenchmarkMemorySweep(b *testing.B) {
 		session.SweepNow(m)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/n, "ns/dialog")
+}
+
+func TestMemoryRehome(t *testing.T) {
+	var moves []string
+	m := session.NewMemory(session.MemoryOptions{OnActive: func(node string, d int) {
+		moves = append(moves, fmt.Sprintf("%s%+d", node, d))
+	}})
+	defer m.Close()
+	ctx := context.Background()
+	require.NoError(t, m.Bind(ctx, session.Binding{CallID: "c1", NodeID: "fs1", Attempt: 1, Via: "192.0.2.10:5060"}, time.Hour))
+	require.NoError(t, m.Confirm(ctx, "c1", "fs1", time.Hour))
+	owner, err := m.Rehome(ctx, "c1", "fs1", "fs2")
+	require.NoError(t, err)
+	require.Equal(t, "fs2", owner)
+	// A second instance deciding later (from the old owner) follows the first.
+	owner, err = m.Rehome(ctx, "c1", "fs1", "fs3")
+	require.NoError(t, err)
+	require.Equal(t, "fs2", owner)
+	b, err := m.Lookup(ctx, "c1")
+	require.NoError(t, err)
+	require.Equal(t, "fs2", b.NodeID)
+	require.Equal(t, 1, b.Attempt)
+	require.Equal(t, "192.0.2.10:5060", b.Via, "re-homing keeps the Via")
+	require.Equal(t, []string{"fs1+1", "fs1-1", "fs2+1"}, moves)
+	_, err = m.Rehome(ctx, "nope", "fs1", "fs2")
+	require.ErrorIs(t, err, session.ErrNotFound)
 }

@@ -55,6 +55,12 @@ type Binding struct {
 	// Outbound is true when the node originated the call (the balancer acts
 	// as the node's outbound proxy).
 	Outbound bool
+	// Via is the sent-by (host:port) of the Via that the forwarding instance
+	// put on the INVITE. An instance that forwards a CANCEL for an INVITE
+	// another instance sent must use the same sent-by with the derived
+	// branch: nodes match a CANCEL to its INVITE by branch and sent-by
+	// (RFC 3261 §17.2.3). Empty when unknown.
+	Via string
 	// State is the dialog's state.
 	State DialogState
 	// Expires is when the binding disappears unless refreshed.
@@ -69,10 +75,12 @@ type Binding struct {
 // returns at once. Lookup may do I/O and must honour ctx.
 type Store interface {
 	// Bind records an early dialog (b.State is set to Early) that expires
-	// after ttl, replacing any binding of b.CallID (a failover re-binds to
-	// the next node).
+	// after ttl, replacing any binding of b.CallID, Via included (a failover
+	// re-binds to the next node).
 	Bind(ctx context.Context, b Binding, ttl time.Duration) error
-	// Confirm marks the call established on nodeID with the given TTL.
+	// Confirm marks the call established on nodeID with the given TTL. It
+	// keeps Attempt, Outbound and Via of a live binding; a binding it
+	// creates has none of them.
 	Confirm(ctx context.Context, callID, nodeID string, ttl time.Duration) error
 	// Touch extends a confirmed binding's TTL (in-dialog traffic).
 	Touch(ctx context.Context, callID string, ttl time.Duration) error

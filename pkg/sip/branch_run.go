@@ -31,6 +31,14 @@ type branch struct {
 	gotProvisional bool // any 1xx, 100 included: CANCEL is allowed (§9.1)
 	gotRinging     bool // an 18x: the call belongs to this branch
 
+	// dir is where the request came from (metrics.FromCarrier/FromNode).
+	dir int
+	// setupFrom is when the INVITE of a new call arrived (zero otherwise):
+	// the first 18x or 2xx relayed observes the call setup time.
+	setupFrom time.Time
+	// final is the status of the final response relayed upstream (0: none).
+	final int
+
 	// won is set once a 2xx was relayed upstream: later 2xx
 	// retransmissions are relayed too.
 	won atomic.Bool
@@ -99,6 +107,14 @@ func (b *branch) onRetransmission(res *sip.Response) {
 
 // relay sends res (from the branch) upstream on the server transaction.
 func (b *branch) relay(res *sip.Response) {
+	if !b.setupFrom.IsZero() && (res.StatusCode >= 180 && res.StatusCode < 300) {
+		b.p.metrics.CallSetup(time.Since(b.setupFrom))
+		b.setupFrom = time.Time{}
+	}
+	if res.StatusCode >= 200 {
+		b.final = res.StatusCode
+	}
+	b.p.metrics.Response(b.in.Method, res.StatusCode, b.dir)
 	up := upstreamResponse(res, b.upDest)
 	if res.StatusCode == 503 {
 		// §16.7 step 6: a 503 from downstream must not make the previous

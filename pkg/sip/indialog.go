@@ -2,12 +2,15 @@ package sip
 
 import (
 	"errors"
+	"net"
 	"runtime/debug"
+	"strconv"
 
 	"github.com/emiago/sipgo/sip"
 	"go.uber.org/zap"
 
 	"github.com/sipbalancer/sipbalancer/pkg/dispatcher"
+	"github.com/sipbalancer/sipbalancer/pkg/metrics"
 	"github.com/sipbalancer/sipbalancer/pkg/session"
 )
 
@@ -54,6 +57,11 @@ func (p *Proxy) resolveDialog(req *sip.Request, r *routing) (dialogTarget, error
 		t.toNode = src == nil
 	}
 	if t.toNode {
+		if p.rehome != nil && t.node.State() == dispatcher.StateDown {
+			if n := p.rehomeCall(req, t.node); n != nil {
+				t.node = n
+			}
+		}
 		t.dest, t.transport = p.nodeTarget(t.node)
 		if r.strict && r.strictNext != nil {
 			t.recipient, t.dropLast = r.strictNext, true
@@ -98,9 +106,10 @@ func (p *Proxy) inDialog(req *sip.Request, tx sip.ServerTransaction, mf uint32) 
 		dest:       t.dest,
 		laddr:      p.laddrFor(t.transport),
 	}
-	b := &branch{p: p, in: req, tx: tx, out: buildRequest(req, &spec), upDest: responseDest(req)}
+	b := &branch{p: p, in: req, tx: tx, out: buildRequest(req, &spec), upDest: responseDest(req), dir: metrics.FromNode}
 	if t.toNode {
 		b.node = t.node
+		b.dir = metrics.FromCarrier
 	}
 	if err := b.start(); err != nil {
 		p.debug("in-dialog forward failed", zap.String("call_id", callID), zap.Error(err))
@@ -151,6 +160,13 @@ func (p *Proxy) onWire(msg sip.Message) {
 	if !ok || req.Method != sip.ACK {
 		return
 	}
+	if p.metrics != nil {
+		dir := metrics.FromCarrier
+		if p.sourceNode(req) != nil {
+			dir = metrics.FromNode
+		}
+		p.metrics.Request(sip.ACK, dir)
+	}
 	defer func() {
 		if r := recover(); r != nil {
 			p.log.Error("panic forwarding ACK", zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
@@ -195,7 +211,10 @@ func topBranch(req *sip.Request) string {
 
 // forwardAck forwards an ACK for a 2xx statelessly, end to end (the branch
 // is derived from the inbound one, so a retransmitted ACK gets the same,
-// §16.11).
+// §16.11). It runs in the transport's reader: an ACK whose owner the token
+// gives is sent at once; one that needs the affinity store (no usable
+// token, or a node to re-home) is handed to a goroutine, because a store
+// read must never stall the reader.
 func (p *Proxy) forwardAck(req *sip.Request) {
 	mf, rej := checkRequest(req)
 	if rej != nil || tagOf(req.To().Params) == "" {
@@ -205,7 +224,17 @@ func (p *Proxy) forwardAck(req *sip.Request) {
 		return
 	}
 	r := p.route(req)
-	t, err := p.resolveDialog(req, &r)
+	if r.hasToken {
+		if n := p.disp.Node(r.token.NodeID); n != nil && (p.rehome == nil || n.State() != dispatcher.StateDown) {
+			p.sendAck(req, &r, mf)
+			return
+		}
+	}
+	p.bg(func() { p.sendAck(req, &r, mf) })
+}
+
+func (p *Proxy) sendAck(req *sip.Request, r *routing, mf uint32) {
+	t, err := p.resolveDialog(req, r)
 	if err != nil {
 		p.debug("ACK dropped", zap.String("call_id", string(*req.CallID())), zap.Error(err))
 		return
@@ -251,8 +280,17 @@ func (p *Proxy) handleCancel(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	r := p.route(req)
 	dest, transport := p.nodeTarget(node)
+	via := newVia(p.listenerFor(transport), transport, p.br.branch(req, "INVITE", b.Attempt))
+	if host, port, err := net.SplitHostPort(b.Via); err == nil {
+		// The node matches a CANCEL to its INVITE by branch and sent-by
+		// (§17.2.3): use the sent-by of the instance that forwarded the
+		// INVITE. Its answers go to that instance, which relays them.
+		if n, err := strconv.Atoi(port); err == nil {
+			via.Host, via.Port = host, n
+		}
+	}
 	spec := outSpec{
-		via:        newVia(p.listenerFor(transport), transport, p.br.branch(req, "INVITE", b.Attempt)),
+		via:        via,
 		prevVia:    receivedVia(req),
 		dropRoutes: r.ours,
 		maxFwd:     mf,
@@ -264,4 +302,36 @@ func (p *Proxy) handleCancel(req *sip.Request, tx sip.ServerTransaction) {
 		p.debug("CANCEL forward failed", zap.Error(err))
 		p.respond(req, tx, 503, "Service Unavailable", p.retryAfter)
 	}
+}
+
+// rehomeCall finds the new owner of a call whose node is down: the one
+// another instance already chose (the store says), or one the dispatcher
+// picks now and the store accepts atomically (the first instance to decide
+// wins; every instance follows). It returns nil to keep the old node.
+func (p *Proxy) rehomeCall(req *sip.Request, from *dispatcher.Node) *dispatcher.Node {
+	callID := string(*req.CallID())
+	ctx, cancel := storeCtx()
+	defer cancel()
+	if b, err := p.store.Lookup(ctx, callID); err == nil && b.NodeID != from.ID() {
+		if n := p.disp.Node(b.NodeID); n != nil {
+			return n
+		}
+	}
+	var buf [1]*dispatcher.Node
+	cands := p.disp.Pick(dispatcher.KeyFromString(callID), buf[:0:1])
+	if len(cands) == 0 {
+		return nil
+	}
+	owner, err := p.rehome.Rehome(ctx, callID, from.ID(), cands[0].ID())
+	if err != nil {
+		p.debug("re-homing failed", zap.String("call_id", callID), zap.Error(err))
+		return nil
+	}
+	n := p.disp.Node(owner)
+	if n != nil && n != from {
+		if ce := p.log.Check(zap.InfoLevel, "call re-homed"); ce != nil {
+			ce.Write(zap.String("call_id", callID), zap.String("from", from.ID()), zap.String("to", owner))
+		}
+	}
+	return n
 }

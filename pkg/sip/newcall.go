@@ -1,10 +1,15 @@
 package sip
 
 import (
+	"net"
+	"strconv"
+	"time"
+
 	"github.com/emiago/sipgo/sip"
 	"go.uber.org/zap"
 
 	"github.com/sipbalancer/sipbalancer/pkg/dispatcher"
+	"github.com/sipbalancer/sipbalancer/pkg/metrics"
 	"github.com/sipbalancer/sipbalancer/pkg/session"
 )
 
@@ -23,8 +28,9 @@ func createsDialog(m sip.RequestMethod) bool {
 // node is chosen by the dispatcher and failed over serially.
 func (p *Proxy) newCall(req *sip.Request, tx sip.ServerTransaction, mf uint32) {
 	isInvite := req.IsInvite()
+	arrived := time.Now()
 	if isInvite && p.draining.Load() {
-		p.respond(req, tx, 503, "Service Unavailable", p.retryAfter)
+		p.reject(req, tx, p.drainingRejection())
 		return
 	}
 	var cancelled <-chan struct{}
@@ -40,6 +46,10 @@ func (p *Proxy) newCall(req *sip.Request, tx sip.ServerTransaction, mf uint32) {
 	callID := string(*req.CallID())
 	if len(cands) == 0 {
 		p.log.Warn("no node available for new call", zap.String("call_id", callID))
+		p.metrics.AllUnavailable()
+		if isInvite {
+			p.metrics.CallOutcome(metrics.OutcomeFailed)
+		}
 		p.respond(req, tx, 503, "Service Unavailable", p.retryAfter)
 		return
 	}
@@ -72,13 +82,18 @@ func (p *Proxy) newCall(req *sip.Request, tx sip.ServerTransaction, mf uint32) {
 		if dialog {
 			token := p.signer.Sign(session.Token{NodeID: node.ID()}, callID, fromTag)
 			spec.rr = p.recordRoute(req.Transport(), transport, token)
-			p.bindAsync(session.Binding{CallID: callID, NodeID: node.ID(), Attempt: attempt})
+			p.bindAsync(session.Binding{CallID: callID, NodeID: node.ID(), Attempt: attempt,
+				Via: net.JoinHostPort(spec.via.Host, strconv.Itoa(spec.via.Port))})
 		}
-		b := &branch{p: p, in: req, tx: tx, out: buildRequest(req, &spec), node: node, upDest: upDest}
+		b := &branch{p: p, in: req, tx: tx, out: buildRequest(req, &spec), node: node, upDest: upDest, dir: metrics.FromCarrier}
+		if isInvite {
+			b.setupFrom = arrived
+		}
 		if err := b.start(); err != nil {
 			p.nodeFailed(node, "transport", callID, err)
 			continue
 		}
+		p.metrics.Dispatched(node.ID())
 		p.debug("request forwarded to node", zap.String("method", string(req.Method)),
 			zap.String("node", node.ID()), zap.String("call_id", callID), zap.Int("attempt", attempt))
 		node.AddInflight(1)
@@ -103,11 +118,27 @@ func (p *Proxy) newCall(req *sip.Request, tx sip.ServerTransaction, mf uint32) {
 		oc, reason := b.run(opts)
 		node.AddInflight(-1)
 		if oc == outcomeDone {
-			if cancelled != nil && dialog && !b.won.Load() {
+			wasCancelled := false
+			if cancelled != nil {
 				select {
 				case <-cancelled:
-					p.releaseAsync(callID)
+					wasCancelled = true
 				default:
+				}
+			}
+			if wasCancelled && dialog && !b.won.Load() {
+				p.releaseAsync(callID)
+			}
+			if isInvite {
+				switch {
+				case b.won.Load():
+					p.metrics.CallOutcome(metrics.OutcomeAnswered)
+				case wasCancelled:
+					p.metrics.CallOutcome(metrics.OutcomeCancelled)
+				case b.final >= 300:
+					p.metrics.CallOutcome(metrics.OutcomeRejected)
+				default:
+					p.metrics.CallOutcome(metrics.OutcomeFailed)
 				}
 			}
 			return
@@ -115,6 +146,10 @@ func (p *Proxy) newCall(req *sip.Request, tx sip.ServerTransaction, mf uint32) {
 		p.nodeFailed(node, reason, callID, nil)
 	}
 	p.log.Warn("all candidates failed", zap.String("call_id", callID), zap.Int("tried", len(cands)))
+	p.metrics.AllUnavailable()
+	if isInvite {
+		p.metrics.CallOutcome(metrics.OutcomeFailed)
+	}
 	if dialog {
 		p.releaseAsync(callID)
 	}
@@ -123,6 +158,7 @@ func (p *Proxy) newCall(req *sip.Request, tx sip.ServerTransaction, mf uint32) {
 
 // nodeFailed records a passive failure of node for a new call.
 func (p *Proxy) nodeFailed(n *dispatcher.Node, reason, callID string, err error) {
+	p.metrics.FailedOver(n.ID(), reason)
 	if p.passv != nil {
 		p.passv.InviteFailed(n.ID(), reason)
 	}
@@ -171,4 +207,8 @@ func (p *Proxy) releaseAsync(callID string) {
 	ctx, cancel := storeCtx()
 	defer cancel()
 	_ = p.store.Release(ctx, callID, p.cfg.ReleaseLinger)
+}
+
+func (p *Proxy) drainingRejection() *rejection {
+	return &rejection{code: 503, reason: "Service Unavailable", label: "draining", hdrs: []sip.Header{p.retryAfter}}
 }

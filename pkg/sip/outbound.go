@@ -5,6 +5,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sipbalancer/sipbalancer/pkg/dispatcher"
+	"github.com/sipbalancer/sipbalancer/pkg/metrics"
 	"github.com/sipbalancer/sipbalancer/pkg/session"
 )
 
@@ -15,7 +16,7 @@ import (
 // through the balancer and its requests find their way back to that node.
 func (p *Proxy) fromNode(req *sip.Request, tx sip.ServerTransaction, mf uint32, src *dispatcher.Node) {
 	if req.IsInvite() && p.draining.Load() {
-		p.respond(req, tx, 503, "Service Unavailable", p.retryAfter)
+		p.reject(req, tx, p.drainingRejection())
 		return
 	}
 	r := p.route(req)
@@ -63,7 +64,7 @@ func (p *Proxy) fromNode(req *sip.Request, tx sip.ServerTransaction, mf uint32, 
 		p.respond(req, tx, 100, "Trying")
 		cancelled = cancelSignal(tx)
 	}
-	b := &branch{p: p, in: req, tx: tx, out: buildRequest(req, &spec), upDest: responseDest(req)}
+	b := &branch{p: p, in: req, tx: tx, out: buildRequest(req, &spec), upDest: responseDest(req), dir: metrics.FromNode}
 	if err := b.start(); err != nil {
 		p.debug("outbound forward failed", zap.String("call_id", callID), zap.String("dest", dest), zap.Error(err))
 		if dialog {

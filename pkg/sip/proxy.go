@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/sipbalancer/sipbalancer/pkg/dispatcher"
+	"github.com/sipbalancer/sipbalancer/pkg/metrics"
 	"github.com/sipbalancer/sipbalancer/pkg/session"
 )
 
@@ -43,6 +44,11 @@ type Config struct {
 	// HashHeader names the header whose value keys the hash policy; empty
 	// means the Call-ID.
 	HashHeader string
+
+	// Rehome gives the calls of a node that is down to another node (pools
+	// whose nodes share a database and recover each other's calls). Needs
+	// a store that implements session.Rehomer.
+	Rehome bool
 }
 
 // PassiveObserver learns what nodes did with live traffic. Only what the
@@ -63,19 +69,22 @@ type Deps struct {
 	// Secret keys the deterministic Via branches; it must be the same on
 	// every instance (the token secret).
 	Secret  []byte
-	Passive PassiveObserver // optional
-	Logger  *zap.Logger     // optional
+	Passive PassiveObserver   // optional
+	Logger  *zap.Logger       // optional
+	Metrics *metrics.Recorder // optional
 }
 
 // Proxy is the SIP side of sipbalancer.
 type Proxy struct {
-	cfg    Config
-	disp   *dispatcher.Dispatcher
-	store  session.Store
-	signer *session.Signer
-	br     *brancher
-	passv  PassiveObserver
-	log    *zap.Logger
+	cfg     Config
+	disp    *dispatcher.Dispatcher
+	store   session.Store
+	signer  *session.Signer
+	br      *brancher
+	rehome  session.Rehomer // nil unless re-homing is on
+	passv   PassiveObserver
+	metrics *metrics.Recorder
+	log     *zap.Logger
 
 	ua  *sipgo.UserAgent
 	srv *sipgo.Server
@@ -145,10 +154,18 @@ func New(cfg Config, deps Deps) (*Proxy, error) {
 		signer:     deps.Signer,
 		br:         newBrancher(deps.Secret),
 		passv:      deps.Passive,
+		metrics:    deps.Metrics,
 		log:        log.Named("sip"),
 		byNetwork:  make(map[string]*listener),
 		retryAfter: sip.NewHeader("Retry-After", strconv.Itoa(cfg.RetryAfter)),
 		serverHdr:  sip.NewHeader("Server", cfg.UserAgent),
+	}
+	if cfg.Rehome {
+		r, ok := deps.Store.(session.Rehomer)
+		if !ok {
+			return nil, errors.New("sip: re-homing needs a store that can re-home calls")
+		}
+		p.rehome = r
 	}
 	for _, c := range cfg.FailoverCodes {
 		if c >= 300 && c < 700 {
@@ -332,6 +349,11 @@ func (p *Proxy) handle(req *sip.Request, tx sip.ServerTransaction) {
 		}
 	}()
 
+	src := p.sourceNode(req)
+	dir := metrics.FromCarrier
+	if src != nil {
+		dir = metrics.FromNode
+	}
 	switch req.Method {
 	case sip.ACK:
 		// Forwarded in arrival order by onWire, or absorbed.
@@ -339,9 +361,11 @@ func (p *Proxy) handle(req *sip.Request, tx sip.ServerTransaction) {
 	case sip.INVITE:
 		p.trackInvite(req, tx)
 	case sip.CANCEL:
+		p.metrics.Request(req.Method, dir)
 		p.handleCancel(req, tx)
 		return
 	}
+	p.metrics.Request(req.Method, dir)
 
 	mf, rej := checkRequest(req)
 	if rej != nil {
@@ -361,7 +385,7 @@ func (p *Proxy) handle(req *sip.Request, tx sip.ServerTransaction) {
 		p.inDialog(req, tx, mf)
 		return
 	}
-	if src := p.sourceNode(req); src != nil {
+	if src != nil {
 		p.fromNode(req, tx, mf, src)
 		return
 	}
@@ -393,6 +417,13 @@ func (p *Proxy) sourceNode(req *sip.Request) *dispatcher.Node {
 
 // respond sends a response of our own to req.
 func (p *Proxy) respond(req *sip.Request, tx sip.ServerTransaction, code int, reason string, hdrs ...sip.Header) {
+	if p.metrics != nil {
+		dir := metrics.FromCarrier
+		if p.sourceNode(req) != nil {
+			dir = metrics.FromNode
+		}
+		p.metrics.Response(req.Method, code, dir)
+	}
 	res := sip.NewResponseFromRequest(req, code, reason, nil)
 	res.AppendHeader(p.serverHdr)
 	for _, h := range hdrs {
@@ -404,6 +435,7 @@ func (p *Proxy) respond(req *sip.Request, tx sip.ServerTransaction, code int, re
 }
 
 func (p *Proxy) reject(req *sip.Request, tx sip.ServerTransaction, r *rejection) {
+	p.metrics.Rejected(r.label)
 	p.debug("request rejected", zap.String("method", string(req.Method)),
 		zap.Int("code", r.code), zap.String("reason", r.label), zap.String("source", req.Source()))
 	p.respond(req, tx, r.code, r.reason, r.hdrs...)

@@ -118,7 +118,7 @@ func (h *harness) confirm(callID, nodeID string, ttl time.Duration) {
 }
 
 // waitFor polls Lookup until the binding of want.CallID has want's node,
-// attempt, direction and state (want.Expires is ignored), checks that the
+// attempt, direction, Via and state (want.Expires is ignored), checks that the
 // binding seen expires ttl after a time in [from, now], and returns it.
 func (h *harness) waitFor(want session.Binding, from time.Time, ttl time.Duration) session.Binding {
 	h.t.Helper()
@@ -180,23 +180,32 @@ func testBindLookup(t *testing.T, h *harness) {
 	// State and Expires of the argument are ignored: Bind makes an early
 	// binding that expires after ttl.
 	h.bind(session.Binding{
-		CallID: id, NodeID: "node-a", Attempt: 0, Outbound: true,
+		CallID: id, NodeID: "node-a", Attempt: 0, Outbound: true, Via: "192.0.2.10:5060",
 		State: session.Confirmed, Expires: from.Add(100 * long),
 	}, long)
-	h.waitFor(session.Binding{CallID: id, NodeID: "node-a", Outbound: true, State: session.Early}, from, long)
+	h.waitFor(session.Binding{CallID: id, NodeID: "node-a", Outbound: true, Via: "192.0.2.10:5060", State: session.Early}, from, long)
+
+	// A Via is stored as it is: an IPv6 reference, a host name.
+	for i, via := range []string{"[2001:db8::1]:5061", "lb-1.example.invalid:5060"} {
+		id := h.callID(fmt.Sprintf("bind-via-%d", i))
+		h.bind(session.Binding{CallID: id, NodeID: "node-a", Via: via}, long)
+		h.waitFor(session.Binding{CallID: id, NodeID: "node-a", Via: via, State: session.Early}, from, long)
+	}
 }
 
 func testRebind(t *testing.T, h *harness) {
 	id := h.callID("rebind")
-	h.bind(session.Binding{CallID: id, NodeID: "node-a", Attempt: 0, Outbound: true}, long)
-	// A failover re-binds the Call-ID to the next candidate.
+	h.bind(session.Binding{CallID: id, NodeID: "node-a", Attempt: 0, Outbound: true, Via: "192.0.2.10:5060"}, long)
+	// A failover re-binds the Call-ID to the next candidate, possibly from
+	// another instance: the Via is replaced with the rest.
 	from := time.Now()
-	h.bind(session.Binding{CallID: id, NodeID: "node-b", Attempt: 1}, long)
-	h.waitFor(session.Binding{CallID: id, NodeID: "node-b", Attempt: 1, State: session.Early}, from, long)
+	h.bind(session.Binding{CallID: id, NodeID: "node-b", Attempt: 1, Via: "192.0.2.11:5060"}, long)
+	h.waitFor(session.Binding{CallID: id, NodeID: "node-b", Attempt: 1, Via: "192.0.2.11:5060", State: session.Early}, from, long)
 
-	// Re-binding a confirmed binding makes it early again.
+	// Re-binding a confirmed binding makes it early again, and a re-bind
+	// without a Via clears the old one.
 	h.confirm(id, "node-b", long)
-	h.waitFor(session.Binding{CallID: id, NodeID: "node-b", Attempt: 1, State: session.Confirmed}, from, long)
+	h.waitFor(session.Binding{CallID: id, NodeID: "node-b", Attempt: 1, Via: "192.0.2.11:5060", State: session.Confirmed}, from, long)
 	from = time.Now()
 	h.bind(session.Binding{CallID: id, NodeID: "node-c", Attempt: 2}, 2*long)
 	h.waitFor(session.Binding{CallID: id, NodeID: "node-c", Attempt: 2, State: session.Early}, from, 2*long)
@@ -206,18 +215,20 @@ func testConfirm(t *testing.T, h *harness) {
 	t.Run("AfterBind", func(t *testing.T) {
 		h := h.sub(t)
 		id := h.callID("confirm")
-		h.bind(session.Binding{CallID: id, NodeID: "node-a", Attempt: 1, Outbound: true}, short)
+		h.bind(session.Binding{CallID: id, NodeID: "node-a", Attempt: 1, Outbound: true, Via: "192.0.2.10:5060"}, short)
 		from := time.Now()
 		h.confirm(id, "node-a", long)
-		// Attempt and Outbound survive; the TTL becomes the dialog TTL.
-		h.waitFor(session.Binding{CallID: id, NodeID: "node-a", Attempt: 1, Outbound: true, State: session.Confirmed}, from, long)
+		// Attempt, Outbound and Via survive; the TTL becomes the dialog TTL.
+		b := h.waitFor(session.Binding{CallID: id, NodeID: "node-a", Attempt: 1, Outbound: true, Via: "192.0.2.10:5060", State: session.Confirmed}, from, long)
+		assert.Equal(t, "192.0.2.10:5060", b.Via, "Confirm dropped the Via of the Bind")
 	})
 	t.Run("WithoutBind", func(t *testing.T) {
 		h := h.sub(t)
 		id := h.callID("confirm-new")
 		from := time.Now()
 		h.confirm(id, "node-a", long)
-		h.waitFor(session.Binding{CallID: id, NodeID: "node-a", State: session.Confirmed}, from, long)
+		b := h.waitFor(session.Binding{CallID: id, NodeID: "node-a", State: session.Confirmed}, from, long)
+		assert.Empty(t, b.Via, "a binding created by Confirm has no Via")
 	})
 	t.Run("Twice", func(t *testing.T) {
 		h := h.sub(t)
@@ -270,14 +281,19 @@ func testTouch(t *testing.T, h *harness) {
 
 func testRelease(t *testing.T, h *harness) {
 	id := h.callID("release")
-	h.bind(session.Binding{CallID: id, NodeID: "node-a", Attempt: 2}, long)
-	h.confirm(id, "node-a", long)
-	h.waitFor(session.Binding{CallID: id, NodeID: "node-a", Attempt: 2, State: session.Confirmed}, time.Now(), long)
-
+	const via = "192.0.2.10:5060"
 	from := time.Now()
+	h.bind(session.Binding{CallID: id, NodeID: "node-a", Attempt: 2, Via: via}, long)
+	h.confirm(id, "node-a", long)
+	require.NoError(t, h.store.Touch(context.Background(), id, long))
+	// Confirm and Touch keep the Via.
+	h.waitFor(session.Binding{CallID: id, NodeID: "node-a", Attempt: 2, Via: via, State: session.Confirmed}, from, long)
+
+	from = time.Now()
 	require.NoError(t, h.store.Release(context.Background(), id, short))
-	// Until the linger passes, the binding still routes, marked Released.
-	b := h.waitFor(session.Binding{CallID: id, NodeID: "node-a", Attempt: 2, State: session.Released}, from, short)
+	// Until the linger passes, the binding still routes, marked Released,
+	// with its Via: a retransmitted CANCEL still matches.
+	b := h.waitFor(session.Binding{CallID: id, NodeID: "node-a", Attempt: 2, Via: via, State: session.Released}, from, short)
 	if !b.Expires.IsZero() {
 		assert.False(t, b.Expires.After(time.Now().Add(short+slack)), "released binding expires at %s, after its linger", b.Expires)
 	}
