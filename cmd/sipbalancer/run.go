@@ -9,11 +9,13 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/emiago/sipgo/sip"
 	"go.uber.org/zap"
 
 	"github.com/sipbalancer/sipbalancer/internal/app"
+	"github.com/sipbalancer/sipbalancer/pkg/admin"
 	"github.com/sipbalancer/sipbalancer/pkg/config"
 	"github.com/sipbalancer/sipbalancer/pkg/logging"
 )
@@ -49,7 +51,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "sipbalancer: %s is valid\n", *path)
 		return 0
 	}
-	log, _, err := logging.New(cfg.Log.Level, cfg.Log.Format, cfg.Log.Sampling, stderr)
+	log, level, err := logging.New(cfg.Log.Level, cfg.Log.Format, cfg.Log.Sampling, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "sipbalancer: %v\n", err)
 		return 1
@@ -57,55 +59,91 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	defer log.Sync() //nolint:errcheck
 	sip.SetDefaultLogger(logging.Slog(log))
 
+	app.Version = version
 	a, err := app.New(cfg, log)
 	if err != nil {
 		log.Error("cannot start", zap.Error(err))
 		return 1
 	}
+	a.UseLogLevel(level)
 	if err := a.Start(); err != nil {
 		log.Error("cannot start", zap.Error(err))
 		a.Close()
 		return 1
 	}
-
+	// SIGHUP and POST /api/v1/reload share one function. SIGHUP is caught
+	// from here on (before the admin API answers).
+	reload := reloader(a, *path, log)
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+
+	var adm *admin.Server
+	if cfg.Admin.Listen != "" {
+		adm, err = admin.New(admin.Config{Listen: cfg.Admin.Listen, Token: cfg.Admin.Token},
+			admin.Deps{App: a, Reload: reload, Level: &level, Logger: log})
+		if err == nil {
+			err = adm.Start()
+		}
+		if err != nil {
+			log.Error("cannot start the admin API", zap.Error(err))
+			a.Close()
+			return 1
+		}
+	}
+
 	for {
 		select {
 		case <-hup:
-			reload(a, *path, log)
+			reload() //nolint:errcheck // it logs its outcome
 			continue
 		case <-ctx.Done():
 		}
 		break
 	}
 
+	// The admin API keeps serving while the instance drains: /readyz
+	// answers 503 and /metrics shows the drain.
 	log.Info("shutting down", zap.Duration("timeout", cfg.SIP.ShutdownTimeout))
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.SIP.ShutdownTimeout)
 	defer cancel()
 	if err := a.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		log.Warn("shutdown", zap.Error(err))
 	}
+	if adm != nil {
+		actx, acancel := context.WithTimeout(context.Background(), adminStopTimeout)
+		defer acancel()
+		if err := adm.Shutdown(actx); err != nil {
+			log.Warn("admin API shutdown", zap.Error(err))
+		}
+	}
 	log.Info("stopped")
 	return 0
 }
 
-// reload re-reads the configuration file on SIGHUP. An invalid file is
-// rejected with its errors and the running configuration stays in force.
-func reload(a *app.App, path string, log *zap.Logger) {
-	cfg, err := config.Load(path)
-	if err != nil {
-		log.Error("reload rejected: configuration invalid, keeping the running one", zap.Error(err))
-		return
-	}
-	applied, restart, err := a.Reload(cfg)
-	if err != nil {
-		log.Error("reload failed, keeping the running configuration", zap.Error(err))
-		return
-	}
-	log.Info("configuration reloaded", zap.Strings("applied", applied))
-	if len(restart) > 0 {
-		log.Warn("changed settings need a restart to take effect", zap.Strings("keys", restart))
+// adminStopTimeout bounds the wait for admin requests in progress at exit.
+const adminStopTimeout = 5 * time.Second
+
+// reloader returns the reload shared by SIGHUP and the admin API: it
+// re-reads the configuration file the process was started with and applies
+// what can change at run time. An invalid file is rejected with its errors
+// and the running configuration stays in force.
+func reloader(a *app.App, path string, log *zap.Logger) admin.ReloadFunc {
+	return func() (applied, needRestart []string, err error) {
+		cfg, err := config.Load(path)
+		if err != nil {
+			log.Error("reload rejected: configuration invalid, keeping the running one", zap.Error(err))
+			return nil, nil, err
+		}
+		applied, needRestart, err = a.Reload(cfg)
+		if err != nil {
+			log.Error("reload rejected, keeping the running configuration", zap.Error(err))
+			return nil, nil, err
+		}
+		log.Info("configuration reloaded", zap.Strings("applied", applied))
+		if len(needRestart) > 0 {
+			log.Warn("changed settings need a restart to take effect", zap.Strings("keys", needRestart))
+		}
+		return applied, needRestart, nil
 	}
 }

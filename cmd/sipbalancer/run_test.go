@@ -3,10 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -82,5 +86,119 @@ func TestRunFailsOnBusyPort(t *testing.T) {
 	cfg := strings.Replace(validConfig, "127.0.0.1:0", pc.LocalAddr().String(), 1)
 	var stderr bytes.Buffer
 	require.Equal(t, 1, run(context.Background(), []string{"-config", writeConfig(t, cfg)}, &stderr))
+	require.Contains(t, stderr.String(), "address already in use")
+}
+
+// freeTCPAddr returns a loopback address nothing listens on right now.
+func freeTCPAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	return addr
+}
+
+func adminConfig(adminAddr string, nodes ...string) string {
+	var b strings.Builder
+	for i, n := range nodes {
+		fmt.Fprintf(&b, "  - { id: fs%d, sip: %q }\n", i+1, n)
+	}
+	return fmt.Sprintf(`
+sip:
+  listen: ["udp://127.0.0.1:0"]
+nodes:
+%s
+session:
+  token_secret: run-test
+admin:
+  listen: %q
+  token: run-test-token
+log:
+  level: warn
+`, b.String(), adminAddr)
+}
+
+func request(t *testing.T, method, url string, token string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, nil)
+	require.NoError(t, err)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	res, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body)
+	require.NoError(t, err)
+	return res.StatusCode, string(body)
+}
+
+// TestRunServesAdminAPI: the admin API runs with the balancer, and its
+// reload and SIGHUP re-read the same file through the same function.
+func TestRunServesAdminAPI(t *testing.T) {
+	addr := freeTCPAddr(t)
+	base := "http://" + addr
+	path := writeConfig(t, adminConfig(addr, "127.0.1.1:5060"))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan int, 1)
+	var stderr bytes.Buffer
+	go func() { done <- run(ctx, []string{"-config", path}, &stderr) }()
+
+	// Up when /healthz answers (SIGHUP is caught from then on).
+	require.Eventually(t, func() bool {
+		res, err := http.Get(base + "/healthz")
+		if err != nil {
+			return false
+		}
+		res.Body.Close()
+		return res.StatusCode == http.StatusOK
+	}, 30*time.Second, 20*time.Millisecond)
+
+	// The API reloads the file.
+	require.NoError(t, os.WriteFile(path, []byte(adminConfig(addr, "127.0.1.1:5060", "127.0.1.2:5060")), 0o600))
+	code, body := request(t, http.MethodPost, base+"/api/v1/reload", "run-test-token")
+	require.Equal(t, http.StatusOK, code, body)
+	require.Contains(t, body, `"nodes"`)
+	code, _ = request(t, http.MethodGet, base+"/api/v1/nodes/fs2", "")
+	require.Equal(t, http.StatusOK, code)
+
+	// A bad file is refused; the running configuration stays.
+	require.NoError(t, os.WriteFile(path, []byte(adminConfig(addr, "127.0.1.1", "127.0.1.2")), 0o600))
+	code, body = request(t, http.MethodPost, base+"/api/v1/reload", "run-test-token")
+	require.Equal(t, http.StatusBadRequest, code, body)
+	require.Contains(t, body, "nodes[0].sip")
+	require.Contains(t, body, "nodes[1].sip")
+	code, _ = request(t, http.MethodGet, base+"/api/v1/nodes/fs2", "")
+	require.Equal(t, http.StatusOK, code)
+
+	// SIGHUP does the same.
+	require.NoError(t, os.WriteFile(path, []byte(adminConfig(addr, "127.0.1.1:5060", "127.0.1.2:5060", "127.0.1.3:5060")), 0o600))
+	require.NoError(t, syscall.Kill(os.Getpid(), syscall.SIGHUP))
+	require.Eventually(t, func() bool {
+		code, _ := request(t, http.MethodGet, base+"/api/v1/nodes/fs3", "")
+		return code == http.StatusOK
+	}, 30*time.Second, 20*time.Millisecond, "SIGHUP reloads the file")
+
+	cancel()
+	select {
+	case code := <-done:
+		require.Equal(t, 0, code)
+	case <-time.After(30 * time.Second):
+		t.Fatal("run did not stop")
+	}
+	_, err := http.Get(base + "/healthz")
+	require.Error(t, err, "the admin API stops with the process")
+}
+
+func TestRunFailsOnBusyAdminPort(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	var stderr bytes.Buffer
+	code := run(context.Background(), []string{"-config", writeConfig(t, adminConfig(ln.Addr().String(), "127.0.1.1:5060"))}, &stderr)
+	require.Equal(t, 1, code)
+	require.Contains(t, stderr.String(), "admin.listen")
 	require.Contains(t, stderr.String(), "address already in use")
 }

@@ -10,10 +10,15 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/sipbalancer/sipbalancer/pkg/config"
 	"github.com/sipbalancer/sipbalancer/pkg/dispatcher"
@@ -36,6 +41,12 @@ type App struct {
 	stop    context.CancelFunc
 	reg     *prometheus.Registry
 	rec     *metrics.Recorder
+
+	// reloadMu serializes Reload (SIGHUP and the admin API may race) and
+	// guards cfg's reloadable keys.
+	reloadMu sync.Mutex
+	// level, when set, lets Reload apply log.level at once.
+	level *zap.AtomicLevel
 }
 
 // New builds the balancer from a validated configuration. Nothing listens
@@ -192,6 +203,13 @@ func (a *App) Checker() *health.Checker { return a.checker }
 // Dispatcher returns the node set.
 func (a *App) Dispatcher() *dispatcher.Dispatcher { return a.disp }
 
+// Listeners lists the bound SIP listeners as scheme://addr.
+func (a *App) Listeners() []string { return a.proxy.Listeners() }
+
+// Draining reports whether the instance drains (SIGTERM): new calls are
+// refused while established calls go on.
+func (a *App) Draining() bool { return a.proxy.Draining() }
+
 // Redis returns the Redis store, or nil with the memory store.
 func (a *App) Redis() *session.Redis { return a.redis }
 
@@ -279,27 +297,51 @@ func (a *App) Close() error {
 	return errors.Join(errs...)
 }
 
+// UseLogLevel hands the App the logger's runtime level, so that Reload
+// applies a changed log.level at once instead of reporting it as needing a
+// restart.
+func (a *App) UseLogLevel(l zap.AtomicLevel) { a.level = &l }
+
+// liveKeys are the configuration keys Reload applies without a restart.
+var liveKeys = []string{"nodes", "dispatcher.policy", "log.level"}
+
 // Reload applies what can change without a restart — the node set, its
-// weights, caps and addresses, and the policy — from a new validated
-// configuration. It returns what it applied and what needs a restart.
+// weights, caps, addresses and drain flags, the policy, and log.level (with
+// UseLogLevel) — from a new validated configuration. It returns the keys it
+// applied and the keys that changed but need a restart (sip.listen,
+// admin.listen, ...), each named as in the YAML file. On error nothing
+// changed: the running configuration stays in force. Calls are never
+// dropped: a removed node drains.
 func (a *App) Reload(cfg *config.Config) (applied, needRestart []string, err error) {
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
+	// Everything that can fail is done before anything changes.
 	specs, err := NodeSpecs(cfg.Nodes)
 	if err != nil {
 		return nil, nil, err
 	}
+	var policy dispatcher.Policy
 	if cfg.Dispatcher.Policy != a.cfg.Dispatcher.Policy {
-		p, err := dispatcher.NewPolicy(cfg.Dispatcher.Policy)
-		if err != nil {
+		if policy, err = dispatcher.NewPolicy(cfg.Dispatcher.Policy); err != nil {
 			return nil, nil, fmt.Errorf("dispatcher.policy: %w", err)
 		}
-		a.disp.SetPolicy(p)
-		applied = append(applied, "dispatcher.policy")
 	}
+	var level zapcore.Level
+	setLevel := a.level != nil && cfg.Log.Level != a.cfg.Log.Level
+	if setLevel {
+		if err := level.UnmarshalText([]byte(cfg.Log.Level)); err != nil {
+			return nil, nil, fmt.Errorf("log.level: %w", err)
+		}
+	}
+	changed := ChangedKeys(a.cfg, cfg)
+
 	added, removed, err := a.disp.Update(specs)
 	if err != nil {
-		return applied, nil, fmt.Errorf("nodes: %w", err)
+		return nil, nil, fmt.Errorf("nodes: %w", err)
 	}
-	applied = append(applied, "nodes")
+	if policy != nil {
+		a.disp.SetPolicy(policy)
+	}
 	for _, id := range added {
 		a.log.Info("node added", zap.String("node", id))
 	}
@@ -307,35 +349,58 @@ func (a *App) Reload(cfg *config.Config) (applied, needRestart []string, err err
 		a.log.Info("node removed: draining its calls", zap.String("node", id))
 	}
 	a.checker.SetNodes(nodeConfigs(cfg.Nodes))
-	needRestart = restartKeys(a.cfg, cfg)
+	if setLevel {
+		a.level.SetLevel(level)
+	}
 	a.cfg.Nodes = cfg.Nodes
 	a.cfg.Dispatcher.Policy = cfg.Dispatcher.Policy
+	if setLevel {
+		a.cfg.Log.Level = cfg.Log.Level
+	}
+
+	applied, needRestart = []string{}, []string{}
+	for _, k := range changed {
+		switch {
+		case k == "log.level" && !setLevel:
+			needRestart = append(needRestart, k)
+		case slices.Contains(liveKeys, k):
+			applied = append(applied, k)
+		default:
+			needRestart = append(needRestart, k)
+		}
+	}
 	return applied, needRestart, nil
 }
 
-func restartKeys(old, cur *config.Config) []string {
+// ChangedKeys lists the keys whose values differ between old and cur, named
+// as in the YAML file (sip.listen, health.options.interval); the node list
+// is the one key "nodes". It names keys only, never values, so its output
+// may be logged even when a secret changed.
+func ChangedKeys(old, cur *config.Config) []string {
 	var keys []string
-	if fmt.Sprint(old.SIP) != fmt.Sprint(cur.SIP) {
-		keys = append(keys, "sip")
+	var walk func(prefix string, a, b reflect.Value)
+	walk = func(prefix string, a, b reflect.Value) {
+		t := a.Type()
+		for i := range t.NumField() {
+			f := t.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("mapstructure"), ",")
+			if !f.IsExported() || name == "" || name == "-" {
+				continue
+			}
+			key := name
+			if prefix != "" {
+				key = prefix + "." + name
+			}
+			if f.Type.Kind() == reflect.Struct {
+				walk(key, a.Field(i), b.Field(i))
+				continue
+			}
+			if !reflect.DeepEqual(a.Field(i).Interface(), b.Field(i).Interface()) {
+				keys = append(keys, key)
+			}
+		}
 	}
-	if fmt.Sprint(old.Failover) != fmt.Sprint(cur.Failover) {
-		keys = append(keys, "failover")
-	}
-	if fmt.Sprint(old.Session) != fmt.Sprint(cur.Session) {
-		keys = append(keys, "session")
-	}
-	if fmt.Sprint(old.Health) != fmt.Sprint(cur.Health) {
-		keys = append(keys, "health")
-	}
-	if old.Dispatcher.HashKey != cur.Dispatcher.HashKey {
-		keys = append(keys, "dispatcher.hash_key")
-	}
-	if fmt.Sprint(old.Admin) != fmt.Sprint(cur.Admin) {
-		keys = append(keys, "admin")
-	}
-	if fmt.Sprint(old.Log) != fmt.Sprint(cur.Log) {
-		keys = append(keys, "log")
-	}
+	walk("", reflect.ValueOf(*old), reflect.ValueOf(*cur))
 	return keys
 }
 

@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
 
 	"github.com/sipbalancer/sipbalancer/pkg/config"
 	"github.com/sipbalancer/sipbalancer/pkg/dispatcher"
@@ -75,12 +76,66 @@ func TestReloadReportsRestartKeys(t *testing.T) {
 	a, err := New(load(t, base), nil)
 	require.NoError(t, err)
 	defer a.Close()
-	next := load(t, base+"failover:\n  invite_timeout: 3s\n")
+	next := load(t, base+"failover:\n  invite_timeout: 3s\nlog:\n  level: debug\n")
 	next.SIP.Listen = []string{"udp://127.0.0.1:5999"}
-	_, restart, err := a.Reload(next)
+	next.Admin.Listen = "127.0.0.1:9999"
+	applied, restart, err := a.Reload(next)
 	require.NoError(t, err)
-	require.Contains(t, restart, "sip")
-	require.Contains(t, restart, "failover")
+	require.Empty(t, applied, "the node list did not change")
+	// Without UseLogLevel the level cannot change at run time.
+	require.ElementsMatch(t, []string{"sip.listen", "failover.invite_timeout", "admin.listen", "log.level"}, restart)
+}
+
+func TestReloadAppliesLogLevel(t *testing.T) {
+	a, err := New(load(t, base), nil)
+	require.NoError(t, err)
+	defer a.Close()
+	lvl := zap.NewAtomicLevelAt(zap.InfoLevel)
+	a.UseLogLevel(lvl)
+	applied, restart, err := a.Reload(load(t, base+"log:\n  level: debug\n"))
+	require.NoError(t, err)
+	require.Equal(t, []string{"log.level"}, applied)
+	require.Empty(t, restart)
+	require.Equal(t, zap.DebugLevel, lvl.Level())
+	// Reloading the same file again changes nothing.
+	applied, restart, err = a.Reload(load(t, base+"log:\n  level: debug\n"))
+	require.NoError(t, err)
+	require.Empty(t, applied)
+	require.Empty(t, restart)
+}
+
+func TestReloadRejectedKeepsRunningConfig(t *testing.T) {
+	a, err := New(load(t, base), nil)
+	require.NoError(t, err)
+	defer a.Close()
+	next := load(t, base+"dispatcher:\n  policy: hash\n")
+	next.Nodes = append(next.Nodes, config.Node{ID: "fs3", SIP: "no-such-host.invalid:5060", Weight: 1})
+	_, _, err = a.Reload(next)
+	require.ErrorContains(t, err, "nodes[2].sip")
+	require.Equal(t, "least_load", a.Dispatcher().Policy().String(), "policy unchanged")
+	require.Len(t, a.Dispatcher().Snapshot().Nodes(), 2, "nodes unchanged")
+}
+
+func TestChangedKeys(t *testing.T) {
+	old := load(t, base)
+	tests := []struct {
+		name string
+		edit func(c *config.Config)
+		want []string
+	}{
+		{"nothing", func(*config.Config) {}, nil},
+		{"listen", func(c *config.Config) { c.SIP.Listen = []string{"udp://127.0.0.1:1"} }, []string{"sip.listen"}},
+		{"nested", func(c *config.Config) { c.Health.Options.Rise = 5 }, []string{"health.options.rise"}},
+		{"node weight", func(c *config.Config) { c.Nodes[0].Weight = 9 }, []string{"nodes"}},
+		{"secret", func(c *config.Config) { c.Session.TokenSecret = "other" }, []string{"session.token_secret"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cur := load(t, base)
+			tc.edit(cur)
+			require.Equal(t, tc.want, ChangedKeys(old, cur))
+		})
+	}
 }
 
 func TestNewRejectsUnresolvableNode(t *testing.T) {
