@@ -522,3 +522,15 @@ func TestOperationsUnderLoad(t *testing.T) {
 	require.Equal(t, calls, total, "every call answered: %v", perNode)
 	require.Positive(t, perNode["fs3"], "the node added by the reload took calls: %v", perNode)
 }
+
+func TestPprofIsGuarded(t *testing.T) {
+	open := startEnv(t, envOpts{nodes: 1})
+	code, _, _ := open.do(http.MethodGet, "/debug/pprof/cmdline", "", nil)
+	require.Equal(t, http.StatusOK, code, "loopback without a token serves profiles")
+
+	guarded := startEnv(t, envOpts{nodes: 1, token: testToken})
+	code, _, _ = guarded.do(http.MethodGet, "/debug/pprof/cmdline", "", nil)
+	require.Equal(t, http.StatusUnauthorized, code, "a configured token is required")
+	code, _, _ = guarded.do(http.MethodGet, "/debug/pprof/cmdline", testToken, nil)
+	require.Equal(t, http.StatusOK, code)
+}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"runtime/debug"
 	"strings"
@@ -219,6 +220,13 @@ func (s *Server) routes() http.Handler {
 	s.handle(mux, "/api/v1/nodes/{id}/{action}", endpoint{http.MethodPost, s.setOperator})
 	s.handle(mux, "/api/v1/reload", endpoint{http.MethodPost, s.reloadConfig})
 	s.handle(mux, "/api/v1/log/level", endpoint{http.MethodGet, s.getLevel}, endpoint{http.MethodPut, s.putLevel})
+	// Profiling (go tool pprof http://ADMIN/debug/pprof/profile): it costs
+	// CPU while it runs, so it is guarded like a mutating endpoint.
+	mux.Handle("/debug/pprof/", s.guarded(http.HandlerFunc(pprof.Index)))
+	mux.Handle("/debug/pprof/cmdline", s.guarded(http.HandlerFunc(pprof.Cmdline)))
+	mux.Handle("/debug/pprof/profile", s.guarded(http.HandlerFunc(pprof.Profile)))
+	mux.Handle("/debug/pprof/symbol", s.guarded(http.HandlerFunc(pprof.Symbol)))
+	mux.Handle("/debug/pprof/trace", s.guarded(http.HandlerFunc(pprof.Trace)))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint: %s %s", r.Method, r.URL.Path)
 	})
@@ -267,6 +275,16 @@ func (s *Server) methods(eps ...endpoint) http.Handler {
 		}
 		w.Header().Set("Allow", allowed)
 		writeError(w, http.StatusMethodNotAllowed, "method %s not allowed on %s (allowed: %s)", r.Method, r.URL.Path, allowed)
+	})
+}
+
+// guarded serves h only to requests authorize accepts (token, or loopback
+// without a token).
+func (s *Server) guarded(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.authorize(w, r) {
+			h.ServeHTTP(w, r)
+		}
 	})
 }
 

@@ -43,7 +43,7 @@ func New(p Policy, specs []Spec) (*Dispatcher, error) {
 	}
 	nodes := make([]*Node, len(specs))
 	for i, sp := range specs {
-		nodes[i] = &Node{Spec: sp, live: newLive(sp)}
+		nodes[i] = &Node{Spec: sp, live: newLive(sp), dest: sp.Addr.String()}
 	}
 	d := &Dispatcher{}
 	d.snap.Store(newSnapshot(1, nodes, nil))
@@ -130,11 +130,11 @@ func (d *Dispatcher) Update(specs []Spec) (added, removed []string, err error) {
 		prev := old.byID[sp.ID]
 		switch {
 		case prev == nil:
-			nodes[i] = &Node{Spec: sp, live: newLive(sp)}
+			nodes[i] = &Node{Spec: sp, live: newLive(sp), dest: sp.Addr.String()}
 		case prev.Spec == sp:
 			nodes[i] = prev
 		default:
-			nodes[i] = &Node{Spec: sp, live: prev.live}
+			nodes[i] = &Node{Spec: sp, live: prev.live, dest: sp.Addr.String()}
 			prev.live.configure(sp)
 		}
 		if prev == nil || prev.live.retired.Load() {

@@ -59,6 +59,17 @@ type Node struct {
 	_    noCopy
 	Spec Spec
 	live *live
+	// dest is Spec.Addr as host:port, rendered once: it is where every
+	// request to the node goes.
+	dest string
+}
+
+// Dest returns the node's address as host:port (Spec.Addr rendered once).
+func (n *Node) Dest() string {
+	if n.dest == "" {
+		return n.Spec.Addr.String()
+	}
+	return n.dest
 }
 
 // live is the mutable part of a node, shared by every Node value with the

@@ -75,8 +75,13 @@ type runOpts struct {
 
 // start opens the client transaction. An error means nothing was sent.
 func (b *branch) start() error {
-	ctx, cancel := context.WithTimeout(context.Background(), b.p.cfg.InviteTimeout)
-	defer cancel() // bounds only the TCP/TLS dial
+	ctx := context.Background()
+	if b.out.Transport() != "UDP" {
+		// The context bounds only connection setup (the TCP/TLS dial).
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, b.p.cfg.InviteTimeout)
+		defer cancel()
+	}
 	clTx, err := b.p.cl.TransactionRequest(ctx, b.out, noBuild)
 	if err != nil {
 		return err

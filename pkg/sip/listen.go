@@ -31,6 +31,9 @@ type listener struct {
 	// even when the Record-Route address is a shared VIP.
 	viaHost string
 	viaPort int
+	// viaSentBy is viaHost:viaPort, built once (it goes into every
+	// binding, for another instance's CANCEL).
+	viaSentBy string
 	// laddr is the local address UDP requests to nodes are sent from, so
 	// that every answer comes back to the listening socket (sipgo would
 	// otherwise open an ephemeral socket per destination).
@@ -123,6 +126,7 @@ func (l *listener) advertiseFor(advertise string, fallbackHost string) error {
 	} else {
 		l.viaHost = fallbackHost
 	}
+	defer func() { l.viaSentBy = net.JoinHostPort(l.viaHost, strconv.Itoa(l.viaPort)) }()
 	if advertise != "" {
 		host, port, err := net.SplitHostPort(advertise)
 		if err != nil {

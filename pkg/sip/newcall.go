@@ -1,8 +1,7 @@
 package sip
 
 import (
-	"net"
-	"strconv"
+	"context"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
@@ -83,7 +82,7 @@ func (p *Proxy) newCall(req *sip.Request, tx sip.ServerTransaction, mf uint32) {
 			token := p.signer.Sign(session.Token{NodeID: node.ID()}, callID, fromTag)
 			spec.rr = p.recordRoute(req.Transport(), transport, token)
 			p.bindAsync(session.Binding{CallID: callID, NodeID: node.ID(), Attempt: attempt,
-				Via: net.JoinHostPort(spec.via.Host, strconv.Itoa(spec.via.Port))})
+				Via: p.listenerFor(transport).viaSentBy})
 		}
 		b := &branch{p: p, in: req, tx: tx, out: buildRequest(req, &spec), node: node, upDest: upDest, dir: metrics.FromCarrier}
 		if isInvite {
@@ -179,34 +178,27 @@ func (p *Proxy) hashKey(req *sip.Request) dispatcher.Key {
 	return dispatcher.KeyFromString(string(*req.CallID()))
 }
 
-// The affinity store's writes never block forwarding: the memory store is
-// immediate and the Redis store queues. Errors are the store's to count.
+// The affinity store's writes never block forwarding (the Store contract:
+// the memory store is immediate, the Redis store queues), so they need no
+// deadline of their own. Errors are the store's to count.
 func (p *Proxy) bindAsync(b session.Binding) {
-	ctx, cancel := storeCtx()
-	defer cancel()
-	if err := p.store.Bind(ctx, b, p.cfg.EarlyTTL); err != nil {
+	if err := p.store.Bind(context.Background(), b, p.cfg.EarlyTTL); err != nil {
 		p.debug("affinity bind failed", zap.String("call_id", b.CallID), zap.Error(err))
 	}
 }
 
 func (p *Proxy) confirmAsync(callID, nodeID string) {
-	ctx, cancel := storeCtx()
-	defer cancel()
-	if err := p.store.Confirm(ctx, callID, nodeID, p.cfg.DialogTTL); err != nil {
+	if err := p.store.Confirm(context.Background(), callID, nodeID, p.cfg.DialogTTL); err != nil {
 		p.debug("affinity confirm failed", zap.String("call_id", callID), zap.Error(err))
 	}
 }
 
 func (p *Proxy) touchAsync(callID string) {
-	ctx, cancel := storeCtx()
-	defer cancel()
-	_ = p.store.Touch(ctx, callID, p.cfg.DialogTTL)
+	_ = p.store.Touch(context.Background(), callID, p.cfg.DialogTTL)
 }
 
 func (p *Proxy) releaseAsync(callID string) {
-	ctx, cancel := storeCtx()
-	defer cancel()
-	_ = p.store.Release(ctx, callID, p.cfg.ReleaseLinger)
+	_ = p.store.Release(context.Background(), callID, p.cfg.ReleaseLinger)
 }
 
 func (p *Proxy) drainingRejection() *rejection {

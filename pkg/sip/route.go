@@ -151,5 +151,5 @@ func (p *Proxy) rrEntry(l *listener, token string) *sip.RecordRouteHeader {
 
 // nodeTarget is where a request to node n goes.
 func (p *Proxy) nodeTarget(n *dispatcher.Node) (dest, transport string) {
-	return n.Spec.Addr.String(), n.Spec.Transport
+	return n.Dest(), n.Spec.Transport
 }
