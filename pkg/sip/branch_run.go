@@ -69,6 +69,10 @@ type runOpts struct {
 	ringTimeout time.Duration
 	// cancelled fires when the caller CANCELled the INVITE.
 	cancelled <-chan struct{}
+	// nodeDown fires when health declares the branch's node down (a
+	// crashed or hung FreeSWITCH): with failover, a call still ringing
+	// there moves to the next candidate instead of waiting for Timer C.
+	nodeDown <-chan struct{}
 	// onFinal is called with every final response before it goes upstream.
 	onFinal func(res *sip.Response)
 }
@@ -230,6 +234,16 @@ func (b *branch) run(o runOpts) (outcome, string) {
 			// The caller CANCELled; sipgo already answered 200 and 487.
 			b.abandon()
 			return outcomeDone, ""
+
+		case <-o.nodeDown:
+			if !o.failover {
+				o.nodeDown = nil
+				continue
+			}
+			// Not answered yet (a 2xx would have ended the loop): the
+			// caller hears ringing from the next node instead.
+			b.abandon()
+			return outcomeFailover, "node_down"
 
 		case <-txDone:
 			// The server transaction ended under us (connection closed).

@@ -100,6 +100,7 @@ func (p *Proxy) newCall(req *sip.Request, tx sip.ServerTransaction, mf uint32) {
 			failover:     true,
 			firstTimeout: p.cfg.InviteTimeout,
 			cancelled:    cancelled,
+			nodeDown:     p.downSignal(node.ID()),
 		}
 		if isInvite {
 			opts.ringTimeout = p.cfg.RingTimeout

@@ -101,6 +101,9 @@ type Proxy struct {
 	// inviteBranches holds the top-Via branches of INVITE server
 	// transactions that may still see an ACK for a non-2xx final.
 	inviteBranches sync.Map
+	// downSignals holds, per node ID, a channel closed the next time the
+	// node is declared down (NodeDown).
+	downSignals sync.Map
 
 	draining atomic.Bool
 	inflight atomic.Int64 // requests being handled
@@ -462,4 +465,24 @@ func (p *Proxy) bg(f func()) {
 
 func storeCtx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), 2*time.Second)
+}
+
+// NodeDown tells the proxy that health declared node id down: new calls
+// still ringing there (no final answer yet) are CANCELled on it and moved
+// to the next candidate, so that a crash during ringing costs the caller
+// nothing but a second 180. Calls already answered stay: their node owns
+// them.
+func (p *Proxy) NodeDown(id string) {
+	if v, ok := p.downSignals.LoadAndDelete(id); ok {
+		close(v.(chan struct{}))
+	}
+}
+
+// downSignal returns the channel closed when node id is next declared down.
+func (p *Proxy) downSignal(id string) <-chan struct{} {
+	if v, ok := p.downSignals.Load(id); ok {
+		return v.(chan struct{})
+	}
+	v, _ := p.downSignals.LoadOrStore(id, make(chan struct{}))
+	return v.(chan struct{})
 }
