@@ -24,6 +24,7 @@ type state struct {
 	Fail503        float64 `json:"fail503"`
 	Drop           float64 `json:"drop"`
 	AnswerDelay    string  `json:"answer_delay"`
+	Echo           bool    `json:"echo"`
 }
 
 // newControlHandler serves the HTTP control API used by demos and chaos
@@ -38,6 +39,7 @@ type state struct {
 //	POST /answer-delay?d=DURATION    delay between 180 and 200
 //	POST /idle-cpu?v=PERCENT         Idle-CPU reported over the Event Socket
 //	POST /profile?running=BOOL       SIP profile RUNNING or DOWN (503 to new calls)
+//	POST /echo?enabled=BOOL          the echo extension sends RTP back, or not (dead media)
 func newControlHandler(n *fsemu.Node) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) {
@@ -123,6 +125,15 @@ func newControlHandler(n *fsemu.Node) http.Handler {
 		n.SetProfileRunning(running)
 		writeJSON(w, stateOf(n))
 	})
+	mux.HandleFunc("POST /echo", func(w http.ResponseWriter, r *http.Request) {
+		on, err := strconv.ParseBool(r.URL.Query().Get("enabled"))
+		if err != nil {
+			http.Error(w, "enabled: want true or false", http.StatusBadRequest)
+			return
+		}
+		n.SetEchoEnabled(on)
+		writeJSON(w, stateOf(n))
+	})
 	return mux
 }
 
@@ -140,6 +151,7 @@ func stateOf(n *fsemu.Node) state {
 		Fail503:        fail503,
 		Drop:           drop,
 		AnswerDelay:    n.AnswerDelay().String(),
+		Echo:           n.EchoEnabled(),
 	}
 }
 

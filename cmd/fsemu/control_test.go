@@ -118,6 +118,30 @@ func TestControlAPIEventSocket(t *testing.T) {
 	do("POST", "/profile?running=true", 200)
 	assert.True(t, n.ProfileRunning())
 	do("POST", "/profile?running=maybe", 400)
+
+	assert.True(t, do("GET", "/state", 200).Echo, "echo on by default")
+	st = do("POST", "/echo?enabled=false", 200)
+	assert.False(t, st.Echo)
+	assert.False(t, n.EchoEnabled())
+	do("POST", "/echo?enabled=true", 200)
+	assert.True(t, n.EchoEnabled())
+	do("POST", "/echo?enabled=sometimes", 400)
+}
+
+func TestRunEchoFlag(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	pr, pw := io.Pipe()
+	var stderr strings.Builder
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"-listen", "127.0.0.1:0", "-echo=false", "-echo-user", "9196", "-rtp", "-control", "127.0.0.1:0", "-log-level", "warn"}, pw, &stderr)
+		pw.Close()
+	}()
+	out := bufio.NewScanner(pr)
+	require.True(t, out.Scan(), "address line")
+	cancel()
+	require.True(t, out.Scan(), "stats line")
+	require.Equal(t, 0, <-done, stderr.String())
 }
 
 func TestRunPrintsAddressAndFinalStats(t *testing.T) {

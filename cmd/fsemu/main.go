@@ -56,6 +56,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.ESLAddr, "esl", "", "Event Socket (ESL, inbound) address such as 127.0.0.1:8021 (empty: off; port 0: any free one)")
 	fs.StringVar(&cfg.ESLPassword, "esl-password", fsemu.DefaultESLPassword, "Event Socket password")
 	fs.DurationVar(&cfg.HeartbeatInterval, "heartbeat", 20*time.Second, "HEARTBEAT event interval")
+	fs.StringVar(&cfg.EchoUser, "echo-user", "echo", "Request-URI user of the echo extension: its calls get their RTP sent back")
+	echo := fs.Bool("echo", true, "echo RTP on calls to -echo-user; false: answer them but send nothing back (dead media; POST /echo changes it)")
+	fs.BoolVar(&cfg.RTP, "rtp", false, "give every answered call media: an RTP socket and a 400 Hz tone to the caller every 20 ms until the call ends")
 	idleCPU := fs.Float64("idle-cpu", 95, "Idle-CPU percentage reported over the Event Socket, within [0, 100]")
 	control := fs.String("control", "", "HTTP control address such as 127.0.0.1:8090 (empty: off)")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
@@ -77,6 +80,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	cfg.Logger = logger
+	cfg.EchoDisabled = !*echo
 
 	// This process is ours: route sipgo's package-wide logging to stderr
 	// (only its errors, unless debugging: it warns about connection

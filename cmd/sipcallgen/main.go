@@ -2,6 +2,12 @@
 // reports how they went. It is a thin wrapper around pkg/callgen.
 //
 //	sipcallgen -target 127.0.0.1:5060 -calls 1000 -rate 100 -hold 1s
+//	sipcallgen -target 127.0.0.1:5060 -calls 100 -rtp -hold 200ms   # with media
+//
+// With -rtp each call sends RTP (20 ms G.711, -codec) from the answer until
+// it hangs up and counts what the far end sends; the summary then has the
+// media figures: packets, loss per call, jitter, calls that got no media
+// and calls whose media stopped before they ended.
 //
 // Exit status: 0 when every call succeeded, 1 when any failed (or the run
 // was interrupted), 2 on bad usage.
@@ -43,17 +49,44 @@ func (h *headerFlags) Set(v string) error {
 
 // summary is the -json output.
 type summary struct {
-	Target      string         `json:"target"`
-	Transport   string         `json:"transport"`
-	Attempted   int            `json:"attempted"`
-	Succeeded   int            `json:"succeeded"`
-	Failed      int            `json:"failed"`
-	SetupP50Ms  float64        `json:"setup_p50_ms"`
-	SetupP99Ms  float64        `json:"setup_p99_ms"`
-	ElapsedS    float64        `json:"elapsed_s"`
-	CallsPerSec float64        `json:"calls_per_second"`
+	Target      string  `json:"target"`
+	Transport   string  `json:"transport"`
+	Attempted   int     `json:"attempted"`
+	Succeeded   int     `json:"succeeded"`
+	Failed      int     `json:"failed"`
+	SetupP50Ms  float64 `json:"setup_p50_ms"`
+	SetupP99Ms  float64 `json:"setup_p99_ms"`
+	ElapsedS    float64 `json:"elapsed_s"`
+	CallsPerSec float64 `json:"calls_per_second"`
+	// SetupFailed counts calls whose INVITE got no 2xx: new calls lost.
+	// Cut counts calls answered that then failed (re-INVITE or BYE
+	// unanswered or refused): calls in progress on a node that died.
+	SetupFailed int            `json:"setup_failed"`
+	Cut         int            `json:"cut"`
+	RTP         *rtpSummary    `json:"rtp,omitempty"`
 	Errors      map[string]int `json:"errors,omitempty"` // first error of failed calls → count
 	Interrupted string         `json:"interrupted,omitempty"`
+}
+
+// rtpSummary is the -json media summary (with -rtp): loss as a percentage
+// per call, jitter in milliseconds.
+type rtpSummary struct {
+	Calls         int     `json:"calls"`
+	Sent          int64   `json:"sent"`
+	Received      int64   `json:"received"`
+	Lost          int64   `json:"lost"`
+	Echoed        int64   `json:"echoed"`
+	WithLoss      int     `json:"calls_with_loss"`
+	NoMedia       int     `json:"calls_without_media"`
+	Stopped       int     `json:"calls_media_stopped"`
+	LossP50Pct    float64 `json:"loss_p50_pct"`
+	LossP99Pct    float64 `json:"loss_p99_pct"`
+	LossMaxPct    float64 `json:"loss_max_pct"`
+	JitterP50Ms   float64 `json:"jitter_p50_ms"`
+	JitterP99Ms   float64 `json:"jitter_p99_ms"`
+	JitterMaxMs   float64 `json:"jitter_max_ms"`
+	StoppedOnCut  int     `json:"stopped_on_cut_calls"`
+	StoppedOnGood int     `json:"stopped_on_completed_calls"`
 }
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
@@ -75,6 +108,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		ruri        = fs.String("ruri", "", "Request-URI (default sip:1000@<target host>)")
 		asJSON      = fs.Bool("json", false, "print the summary as JSON on stdout (human summary goes to stderr)")
 		verbose     = fs.Bool("v", false, "log SIP stack details to stderr")
+		withRTP     = fs.Bool("rtp", false, "send and receive RTP in each call (each hold lasts at least 100 ms)")
+		codec       = fs.String("codec", callgen.DefaultCodec, "RTP codec with -rtp: PCMU or PCMA")
 		headers     headerFlags
 	)
 	fs.Var(&headers, "H", "extra INVITE header \"Name: value\" (repeatable)")
@@ -113,6 +148,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		RequestURI:  *ruri,
 		Headers:     headers,
 		Logger:      logger,
+		RTP:         *withRTP,
+		Codec:       *codec,
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -168,6 +205,11 @@ func summarize(cfg callgen.Config, rep *callgen.Report) summary {
 		if r.OK() {
 			continue
 		}
+		if r.SetupStatus >= 200 && r.SetupStatus < 300 {
+			s.Cut++
+		} else {
+			s.SetupFailed++
+		}
 		if s.Errors == nil {
 			s.Errors = make(map[string]int)
 		}
@@ -177,13 +219,41 @@ func summarize(cfg callgen.Config, rep *callgen.Report) summary {
 		}
 		s.Errors[msg]++
 	}
+	if m := rep.RTP; m != nil {
+		s.RTP = &rtpSummary{
+			Calls: m.Calls, Sent: m.Sent, Received: m.Received, Lost: m.Lost, Echoed: m.Echoed,
+			WithLoss: m.WithLoss, NoMedia: m.NoMedia, Stopped: m.Stopped,
+			LossP50Pct: 100 * m.LossP50, LossP99Pct: 100 * m.LossP99, LossMaxPct: 100 * m.LossMax,
+			JitterP50Ms: ms(m.JitterP50), JitterP99Ms: ms(m.JitterP99), JitterMaxMs: ms(m.JitterMax),
+		}
+		for _, r := range rep.Results {
+			if r.RTPStopped {
+				if r.OK() {
+					s.RTP.StoppedOnGood++
+				} else {
+					s.RTP.StoppedOnCut++
+				}
+			}
+		}
+	}
 	return s
 }
 
 func printHuman(w io.Writer, s summary, rep *callgen.Report) {
-	fmt.Fprintf(w, "calls      attempted %d, succeeded %d, failed %d\n", s.Attempted, s.Succeeded, s.Failed)
+	fmt.Fprintf(w, "calls      attempted %d, succeeded %d, failed %d (no answer %d, cut after the answer %d)\n",
+		s.Attempted, s.Succeeded, s.Failed, s.SetupFailed, s.Cut)
 	fmt.Fprintf(w, "setup      p50 %v, p99 %v\n", round(rep.SetupP50), round(rep.SetupP99))
 	fmt.Fprintf(w, "elapsed    %v (%.1f calls/s)\n", rep.Duration.Round(time.Millisecond), s.CallsPerSec)
+	if m := s.RTP; m != nil {
+		fmt.Fprintf(w, "rtp        %d calls with media: sent %d, received %d, lost %d", m.Calls, m.Sent, m.Received, m.Lost)
+		if m.Echoed > 0 {
+			fmt.Fprintf(w, ", echoed %d", m.Echoed)
+		}
+		fmt.Fprintln(w)
+		fmt.Fprintf(w, "rtp loss   per call p50 %.2f %%, p99 %.2f %%, max %.2f %%; calls with loss %d, without media %d, media stopped in mid-call %d\n",
+			m.LossP50Pct, m.LossP99Pct, m.LossMaxPct, m.WithLoss, m.NoMedia, m.Stopped)
+		fmt.Fprintf(w, "jitter     per call p50 %.2f ms, p99 %.2f ms, max %.2f ms\n", m.JitterP50Ms, m.JitterP99Ms, m.JitterMaxMs)
+	}
 	if s.Interrupted != "" {
 		fmt.Fprintf(w, "stopped    %s\n", s.Interrupted)
 	}

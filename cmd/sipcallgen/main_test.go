@@ -12,6 +12,8 @@ import (
 	"github.com/emiago/sipgo/sip"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/sipbalancer/sipbalancer/pkg/fsemu"
 )
 
 // startUAS runs a minimal UDP UAS: 200 with Contact to INVITE (re-INVITE
@@ -80,4 +82,24 @@ func TestUsage(t *testing.T) {
 	assert.Equal(t, 2, run(nil, &out, &errOut))
 	assert.Equal(t, 2, run([]string{"-target", "127.0.0.1:5060", "-transport", "sctp"}, &out, &errOut))
 	assert.Equal(t, 2, run([]string{"-target", "x", "-H", "nocolon"}, &out, &errOut))
+}
+
+func TestRunRTP(t *testing.T) {
+	n, err := fsemu.Start(t.Context(), fsemu.Config{RTP: true, Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	t.Cleanup(func() { n.Close() })
+	var out, errOut bytes.Buffer
+	code := run([]string{"-target", n.Addr(), "-calls", "3", "-rate", "0", "-rtp", "-codec", "PCMA", "-json"}, &out, &errOut)
+	require.Equal(t, 0, code, errOut.String())
+	var s summary
+	require.NoError(t, json.Unmarshal(out.Bytes(), &s), out.String())
+	require.NotNil(t, s.RTP)
+	assert.Equal(t, 3, s.RTP.Calls)
+	assert.Positive(t, s.RTP.Received)
+	assert.Zero(t, s.RTP.LossMaxPct)
+	assert.Zero(t, s.RTP.NoMedia)
+	assert.Zero(t, s.SetupFailed)
+	assert.Zero(t, s.Cut)
+	assert.Contains(t, errOut.String(), "rtp loss   per call p50 0.00 %")
+	assert.Equal(t, 2, run([]string{"-target", n.Addr(), "-rtp", "-codec", "G722"}, &out, &errOut))
 }

@@ -183,6 +183,11 @@ func (a *App) Start() error {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	a.stop = cancel
+	a.checker.OnChange(func(ch health.Change) {
+		if ch.To == dispatcher.StateDown {
+			a.proxy.NodeDown(ch.Node)
+		}
+	})
 	a.checker.Start(ctx, nodeConfigs(a.cfg.Nodes))
 	if a.redis != nil {
 		go a.watchRedis(ctx)
@@ -451,7 +456,7 @@ func resolve(host string) (netip.Addr, error) {
 func nodeConfigs(nodes []config.Node) []health.NodeConfig {
 	out := make([]health.NodeConfig, 0, len(nodes))
 	for _, n := range nodes {
-		out = append(out, health.NodeConfig{ID: n.ID, ESL: n.ESL, ESLPassword: n.ESLPassword, Drain: n.Drain})
+		out = append(out, health.NodeConfig{ID: n.ID, ESL: n.ESL, ESLPassword: n.ESLPassword, Drain: n.Drain, MediaTarget: n.MediaTarget})
 	}
 	return out
 }
@@ -484,5 +489,16 @@ func newChecker(cfg *config.Config, d *dispatcher.Dispatcher, log *zap.Logger) (
 		CPUFor:              h.CPU.For,
 		Source:              src,
 		UserAgent:           cfg.SIP.UserAgent,
+		Media: health.MediaConfig{
+			Enabled:   h.Media.Enabled,
+			Interval:  h.Media.Interval,
+			Target:    h.Media.Target,
+			Duration:  h.Media.Duration,
+			Timeout:   h.Media.Timeout,
+			Codec:     h.Media.Codec,
+			MaxLoss:   h.Media.MaxLoss / 100,
+			Threshold: h.Media.Threshold,
+			Rise:      h.Media.Rise,
+		},
 	}, log), nil
 }

@@ -60,6 +60,11 @@ func (a *App) nodeViews() []metrics.NodeView {
 				v.ESL = true
 				v.ESLConnected = st.ESL.Connected
 			}
+			if m := st.Media; m != nil {
+				v.MediaProbes = m.Probes
+				v.HasMedia = m.Measured
+				v.MediaLoss, v.MediaReceived, v.MediaJitter, v.MediaRTT = m.Loss, m.Received, m.Jitter, m.RTT
+			}
 		}
 		out = append(out, v)
 	}

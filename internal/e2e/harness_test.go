@@ -230,3 +230,17 @@ func options(t *testing.T, target string) int {
 	require.NoError(t, err)
 	return res.StatusCode
 }
+
+// waitRecord waits until the node that recorded callID shows cond: nodes
+// record requests beside handling them, so a record may trail the answer
+// the caller already has by a moment.
+func (c *cluster) waitRecord(callID string, cond func(fsemu.CallRecord) bool) fsemu.CallRecord {
+	c.t.Helper()
+	var rec fsemu.CallRecord
+	eventually(c.t, func() bool {
+		var n *fsemu.Node
+		n, rec = c.nodeOf(callID)
+		return n != nil && cond(rec)
+	}, "call %s: record %+v", callID, &rec)
+	return rec
+}

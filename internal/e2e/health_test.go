@@ -209,8 +209,7 @@ func TestPausedNodeTakesNoNewCalls(t *testing.T) {
 				res, err = d.Bye(context.Background())
 				require.NoError(t, err)
 				require.Equal(t, 200, res.StatusCode)
-				_, rec := c.nodeOf(d.CallID())
-				require.True(t, rec.Ended)
+				c.waitRecord(d.CallID(), func(rec fsemu.CallRecord) bool { return rec.Ended })
 			}
 
 			fs1.Resume()
@@ -354,4 +353,40 @@ health:
 	require.Equal(t, health.ReasonCPU, st.Reason)
 	fs1.SetIdleCPU(90)
 	eventually(t, func() bool { return node.State() == dispatcher.StateUp }, "CPU recovery not seen")
+}
+
+// TestRingingCallMovesWhenNodeDies: a call ringing on a node that dies
+// before answering is CANCELled there and moved to the next node; the
+// caller hears ringing again and gets its answer.
+func TestRingingCallMovesWhenNodeDies(t *testing.T) {
+	c := startCluster(t, clusterOpts{nodes: 2, node: func(i int, cfg *fsemu.Config) {
+		if i == 0 {
+			cfg.AnswerDelay = time.Hour // fs1 rings and never answers
+		}
+	}})
+	u, err := callgen.NewUAC(callgen.NewConfig(c.addr("udp")))
+	require.NoError(t, err)
+	defer u.Close()
+	// Round robin starts with fs1: the first call rings there.
+	done := make(chan struct{})
+	var res *sip.Response
+	var d *callgen.Dialog
+	go func() {
+		defer close(done)
+		d, res, err = u.Invite(context.Background(), callgen.WithHeader(sip.NewHeader("X-Test", "ringing")))
+	}()
+	eventually(t, func() bool { return c.nodes[0].Active() == 1 }, "the call never rang on fs1")
+	require.NoError(t, c.nodes[0].Close()) // fs1 dies while ringing
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the ringing call was not moved")
+	}
+	require.NoError(t, err)
+	require.Equal(t, 200, res.StatusCode)
+	n, _ := c.answeredBy(d.CallID())
+	require.Equal(t, "fs2", n.ID())
+	res, err = d.Bye(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, 200, res.StatusCode)
 }

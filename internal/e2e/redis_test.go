@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -60,7 +61,11 @@ func TestTwoInstancesShareCalls(t *testing.T) {
 		require.Equal(t, 200, res.StatusCode)
 		n, rec := c.nodeOf(d.CallID())
 		require.Equal(t, owner, n)
-		require.True(t, isSubsequence([]string{"INVITE", "ACK", "INVITE", "ACK", "UPDATE", "BYE"}, rec.Methods), "%v", rec.Methods)
+		// The node records requests beside handling them: wait for it.
+		eventually(t, func() bool {
+			_, rec = c.nodeOf(d.CallID())
+			return isSubsequence([]string{"INVITE", "ACK", "INVITE", "ACK", "UPDATE", "BYE"}, rec.Methods)
+		}, "call %s on %s: %v", d.CallID(), owner.ID(), rec.Methods)
 	}
 }
 
@@ -94,8 +99,10 @@ func TestCancelThroughOtherInstance(t *testing.T) {
 		require.Equal(t, 487, final.StatusCode)
 		n, rec := c.nodeOf(callID)
 		require.NotNil(t, n)
-		require.Contains(t, rec.Methods, "CANCEL")
-		require.True(t, rec.Cancelled)
+		eventually(t, func() bool {
+			_, rec = c.nodeOf(callID)
+			return rec.Cancelled && slices.Contains(rec.Methods, "CANCEL")
+		}, "node %s never recorded the CANCEL: %v", n.ID(), rec.Methods)
 	}
 }
 
@@ -125,9 +132,12 @@ func TestInstanceDiesCallsGoOn(t *testing.T) {
 		res, err = d.Bye(context.Background())
 		require.NoError(t, err)
 		require.Equal(t, 200, res.StatusCode)
-		n, rec := c.nodeOf(d.CallID())
+		n, _ := c.nodeOf(d.CallID())
 		require.Equal(t, owners[d.CallID()], n)
-		require.True(t, rec.Ended)
+		eventually(t, func() bool {
+			_, rec := c.nodeOf(d.CallID())
+			return rec.Ended
+		}, "call %s not ended on its node", d.CallID())
 	}
 }
 

@@ -172,7 +172,8 @@ func fullRegistry(t *testing.T) map[string]bool {
 	rec.CallOutcome(metrics.OutcomeAnswered)
 	rec.StateChange("fs1", "down", "probe_failed")
 	metrics.RegisterNodes(reg, func() []metrics.NodeView {
-		return []metrics.NodeView{{ID: "fs1", State: "up", HasLoad: true, HasProbe: true, ESL: true, ESLConnected: true}}
+		return []metrics.NodeView{{ID: "fs1", State: "up", HasLoad: true, HasProbe: true, ESL: true, ESLConnected: true,
+			MediaProbes: map[string]uint64{"ok": 1}, HasMedia: true, MediaReceived: 50, MediaRTT: time.Millisecond}}
 	})
 	metrics.RegisterStore(reg, func() metrics.StoreView {
 		return metrics.StoreView{Kind: "redis", LookupBounds: []time.Duration{time.Millisecond}, LookupCounts: []uint64{1}, LookupCount: 1}

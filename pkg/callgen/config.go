@@ -1,6 +1,8 @@
 // Package callgen is a SIP call generator (a UAC) for end-to-end tests, demos
 // and benchmarks of sipbalancer. It places real calls (INVITE, ACK, optional
-// re-INVITE, BYE) through a proxy and reports per-call results.
+// re-INVITE, BYE) through a proxy and reports per-call results; with
+// Config.RTP each call also carries RTP both ways (pkg/rtpstream) and the
+// results say what the media did: loss, jitter, echoes and round trip.
 //
 // Requests inside a dialog are built here, not by sipgo's dialog helpers, so
 // the rules a proxy under test depends on are explicit: the route set is the
@@ -19,6 +21,8 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+
+	"github.com/sipbalancer/sipbalancer/pkg/rtpstream"
 )
 
 // Defaults applied to zero-valued Config fields.
@@ -27,6 +31,11 @@ const (
 	DefaultTransport   = "udp"
 	DefaultConcurrency = 1000
 	DefaultTimeout     = 32 * time.Second
+	DefaultUser        = "callgen"
+	DefaultCodec       = "PCMU"
+	// MinRTPHold is the least time each hold lasts with RTP on, so that a
+	// call with no hold still carries a few packets (5 at 20 ms).
+	MinRTPHold = 100 * time.Millisecond
 )
 
 // Config describes the calls to place. Zero values take the defaults noted
@@ -63,6 +72,18 @@ type Config struct {
 	RequestURI string
 	// Headers are extra headers added to every initial INVITE.
 	Headers []sip.Header
+	// User is the user part of From and Contact (default "callgen").
+	User string
+	// RTP gives each call media: an RTP socket of its own (in the SDP
+	// offer), the Codec's packets sent every 20 ms from the answer until
+	// the call ends (each hold lasts at least MinRTPHold), and whatever the
+	// far end sends counted: sent, received, lost, jitter, echoes and
+	// round-trip time when the far end echoes, in CallResult (default
+	// false: the offer names a port that is bound but never read).
+	RTP bool
+	// Codec is what RTP sends, "PCMU" or "PCMA"; the offer lists it first
+	// (default "PCMU").
+	Codec string
 	// Logger receives the UAC's and sipgo's logs (default: discarded).
 	Logger *slog.Logger
 }
@@ -91,6 +112,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Timeout <= 0 {
 		c.Timeout = DefaultTimeout
+	}
+	if c.User == "" {
+		c.User = DefaultUser
+	}
+	if c.Codec == "" {
+		c.Codec = DefaultCodec
 	}
 	if c.Target != "" {
 		if _, _, err := net.SplitHostPort(c.Target); err != nil {
@@ -126,6 +153,12 @@ func (c Config) validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.LocalAddr); err != nil {
 		errs = append(errs, fmt.Errorf("callgen: LocalAddr %q: %w", c.LocalAddr, err))
+	}
+	if _, ok := rtpstream.CodecByName(c.Codec); !ok {
+		errs = append(errs, fmt.Errorf("callgen: Codec %q: want PCMU or PCMA", c.Codec))
+	}
+	if strings.ContainsAny(c.User, "@:;<>\" \r\n") {
+		errs = append(errs, fmt.Errorf("callgen: User %q is not a plain user name", c.User))
 	}
 	if c.Hold < 0 {
 		errs = append(errs, fmt.Errorf("callgen: Hold %v is negative", c.Hold))

@@ -228,7 +228,7 @@ func (d *Dialog) offer() []byte {
 	if d.sdp != nil {
 		return d.sdp
 	}
-	return d.u.sdp(d.u.seq.Add(1))
+	return d.u.sdp(d.u.seq.Add(1), d.u.mediaPort)
 }
 
 func (d *Dialog) setTarget(c *sip.ContactHeader) {

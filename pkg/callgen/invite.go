@@ -20,6 +20,7 @@ type inviteOptions struct {
 	contentType string
 	body        []byte
 	cancelTo    string
+	mediaPort   int // the call's own RTP port (Config.RTP)
 }
 
 // WithHeader adds a header to the INVITE (after Config.Headers).
@@ -86,7 +87,7 @@ func (u *UAC) buildInvite(opts []InviteOption) (*sip.Request, error) {
 	}
 	req.AppendHeader(&maxFwd)
 	from := &sip.FromHeader{
-		Address: sip.Uri{Scheme: "sip", User: "callgen", Host: u.host},
+		Address: sip.Uri{Scheme: "sip", User: u.cfg.User, Host: u.host},
 		Params:  sip.NewParams(),
 	}
 	from.Params.Add("tag", sip.GenerateTagN(16))
@@ -102,7 +103,11 @@ func (u *UAC) buildInvite(opts []InviteOption) (*sip.Request, error) {
 	for _, h := range o.headers {
 		req.AppendHeader(h)
 	}
-	body, ctype := u.sdp(u.seq.Add(1)), "application/sdp"
+	port := u.mediaPort
+	if o.mediaPort != 0 {
+		port = o.mediaPort
+	}
+	body, ctype := u.sdp(u.seq.Add(1), port), "application/sdp"
 	if o.bodySet {
 		body, ctype = o.body, o.contentType
 	}

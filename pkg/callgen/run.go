@@ -17,6 +17,32 @@ type Report struct {
 	SetupP50  time.Duration `json:"setup_p50"` // over calls that got an 18x or 2xx
 	SetupP99  time.Duration `json:"setup_p99"`
 	Duration  time.Duration `json:"duration"` // first INVITE to last call finished
+	// RTP sums up the calls' media (Config.RTP); nil without it.
+	RTP *RTPReport `json:"rtp,omitempty"`
+}
+
+// RTPReport sums up the media of the calls whose media was measured
+// (answered, with Config.RTP). Per-call figures are in Report.Results.
+type RTPReport struct {
+	Calls    int   `json:"calls"`
+	Sent     int64 `json:"sent"`
+	Received int64 `json:"received"`
+	Lost     int64 `json:"lost"`   // sequence-number loss of the received streams
+	Echoed   int64 `json:"echoed"` // our packets that came back (echo targets)
+	// WithLoss counts calls whose loss ratio is above zero, NoMedia those
+	// that received nothing at all, Stopped those whose far end's media
+	// stopped before the call ended (see CallResult.RTPStopped).
+	WithLoss int `json:"with_loss"`
+	NoMedia  int `json:"no_media"`
+	Stopped  int `json:"stopped"`
+	// Loss ratio per call (CallResult.RTPLoss) and jitter per call, over
+	// the calls that received media.
+	LossP50   float64       `json:"loss_p50"`
+	LossP99   float64       `json:"loss_p99"`
+	LossMax   float64       `json:"loss_max"`
+	JitterP50 time.Duration `json:"jitter_p50"`
+	JitterP99 time.Duration `json:"jitter_p99"`
+	JitterMax time.Duration `json:"jitter_max"`
 }
 
 // Run places cfg.Calls calls through one UAC, at most cfg.Rate new calls per
@@ -72,6 +98,9 @@ place:
 	}
 	wg.Wait()
 	rep := summarize(results[:attempted], time.Since(start))
+	if cfg.RTP {
+		rep.RTP = summarizeRTP(rep.Results)
+	}
 	return rep, ctx.Err()
 }
 
@@ -94,10 +123,47 @@ func summarize(results []CallResult, elapsed time.Duration) *Report {
 	return rep
 }
 
+func summarizeRTP(results []CallResult) *RTPReport {
+	rep := &RTPReport{}
+	var losses []float64
+	var jitters []time.Duration
+	for _, r := range results {
+		if !r.RTP {
+			continue
+		}
+		rep.Calls++
+		rep.Sent += r.RTPSent
+		rep.Received += r.RTPReceived
+		rep.Lost += r.RTPLost
+		rep.Echoed += r.RTPEchoed
+		if r.RTPLoss > 0 {
+			rep.WithLoss++
+		}
+		if r.RTPStopped {
+			rep.Stopped++
+		}
+		if r.RTPReceived == 0 {
+			rep.NoMedia++
+			continue
+		}
+		losses = append(losses, r.RTPLoss)
+		jitters = append(jitters, r.RTPJitter)
+	}
+	slices.Sort(losses)
+	slices.Sort(jitters)
+	rep.LossP50, rep.LossP99 = percentile(losses, 50), percentile(losses, 99)
+	rep.JitterP50, rep.JitterP99 = percentile(jitters, 50), percentile(jitters, 99)
+	if n := len(losses); n > 0 {
+		rep.LossMax, rep.JitterMax = losses[n-1], jitters[n-1]
+	}
+	return rep
+}
+
 // percentile is the nearest-rank percentile of sorted values.
-func percentile(sorted []time.Duration, p int) time.Duration {
+func percentile[T any](sorted []T, p int) T {
+	var zero T
 	if len(sorted) == 0 {
-		return 0
+		return zero
 	}
 	rank := (p*len(sorted) + 99) / 100 // ceil(p/100 * n)
 	return sorted[min(max(rank, 1), len(sorted))-1]

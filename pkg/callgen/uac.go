@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,6 +17,8 @@ import (
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
+
+	"github.com/sipbalancer/sipbalancer/pkg/rtpstream"
 )
 
 // ErrClosed is returned by requests on a closed UAC.
@@ -39,6 +42,8 @@ type UAC struct {
 	requestURI sip.Uri
 	contact    sip.ContactHeader
 	mediaPort  int
+	mediaIP    netip.Addr      // where calls' RTP sockets are bound (Config.RTP)
+	codec      rtpstream.Codec // what they send
 
 	ua     *sipgo.UserAgent
 	client *sipgo.Client
@@ -108,8 +113,11 @@ func NewUAC(cfg Config) (*UAC, error) {
 	}
 	u.media = media
 	u.mediaPort = media.LocalAddr().(*net.UDPAddr).Port
+	u.mediaIP, _ = netip.AddrFromSlice(la.IP)
+	u.mediaIP = u.mediaIP.Unmap()
+	u.codec, _ = rtpstream.CodecByName(cfg.Codec)
 
-	u.contact = sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: "callgen", Host: u.host, Port: u.port}}
+	u.contact = sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: cfg.User, Host: u.host, Port: u.port}}
 	if u.transport == "TCP" {
 		u.contact.Address.UriParams = sip.NewParams()
 		u.contact.Address.UriParams.Add("transport", "tcp")

@@ -15,6 +15,11 @@ type Config struct {
 	Session    Session    `mapstructure:"session"`
 	Admin      Admin      `mapstructure:"admin"`
 	Log        Log        `mapstructure:"log"`
+	// Trunks are the carriers allowed to send; none: every source
+	// (guard.go).
+	Trunks   []Trunk  `mapstructure:"trunks"`
+	Security Security `mapstructure:"security"`
+	Limits   Limits   `mapstructure:"limits"`
 }
 
 // SIP configures the listeners facing carriers and nodes.
@@ -41,6 +46,10 @@ type SIP struct {
 type TLS struct {
 	Cert string `mapstructure:"cert"`
 	Key  string `mapstructure:"key"`
+	// ReloadCheck is how often the certificate and key files are checked
+	// for a change (modification time); a changed pair is loaded for new
+	// connections. 0: never (default 10s).
+	ReloadCheck time.Duration `mapstructure:"reload_check"`
 }
 
 // Node is one FreeSWITCH node of the pool.
@@ -66,6 +75,10 @@ type Node struct {
 	// Drain takes the node out of rotation for new calls while its calls
 	// go on (default false).
 	Drain bool `mapstructure:"drain"`
+	// MediaTarget is this node's media probe target, instead of
+	// health.media.target: a sip: URI, {node} standing for the node's
+	// host:port (default "": health.media.target).
+	MediaTarget string `mapstructure:"media_target"`
 }
 
 // Dispatcher chooses the selection policy.
@@ -84,10 +97,49 @@ type Health struct {
 	Passive Passive      `mapstructure:"passive"`
 	ESL     ESLHealth    `mapstructure:"esl"`
 	CPU     CPUHealth    `mapstructure:"cpu"`
-	// SourceAddr is the local IP that OPTIONS probes and Event Socket
-	// connections leave from, to keep health traffic on a monitoring
-	// network (default "": the system's choice).
+	Media   MediaProbe   `mapstructure:"media"`
+	// SourceAddr is the local IP that OPTIONS probes, Event Socket
+	// connections and media probe calls (SIP and RTP) leave from, to keep
+	// health traffic on a monitoring network (default "": the system's
+	// choice).
 	SourceAddr string `mapstructure:"source_addr"`
+}
+
+// MediaProbe configures the media probe: now and then a short call to each
+// node's echo extension with RTP, which must come back. A node whose SIP
+// answers while its media is dead (RTP ports exhausted, a firewall change,
+// a stuck media thread) is taken out like a dead one. Probe calls go
+// straight to the node, not through the proxy, so they never count as
+// customer calls in the balancer's metrics, and carry the header
+// X-Sipbalancer-Probe: media for the node's dialplan and CDRs.
+type MediaProbe struct {
+	// Enabled turns the media probe on (default false).
+	Enabled bool `mapstructure:"enabled"`
+	// Interval between the starts of two probe calls to one node
+	// (default 10s).
+	Interval time.Duration `mapstructure:"interval"`
+	// Target is the probe call's Request-URI, a sip: URI where {node}
+	// stands for the node's host:port from nodes[].sip; it must reach an
+	// extension that echoes media, such as FreeSWITCH's echo application
+	// (default "sip:echo@{node}"). nodes[].media_target overrides it.
+	Target string `mapstructure:"target"`
+	// Duration is how long RTP is sent in each probe call, at 20 ms per
+	// packet (default 1s).
+	Duration time.Duration `mapstructure:"duration"`
+	// Timeout bounds the wait for the final answer to the probe's INVITE,
+	// and to its BYE (default 5s).
+	Timeout time.Duration `mapstructure:"timeout"`
+	// Codec is PCMU or PCMA (default PCMU).
+	Codec string `mapstructure:"codec"`
+	// MaxLoss is the packet loss, in percent, above which a probe is bad
+	// (default 20).
+	MaxLoss float64 `mapstructure:"max_loss"`
+	// Threshold is how many consecutive bad probes (loss above max_loss,
+	// or no RTP back at all) take a node down with reason media
+	// (default 2).
+	Threshold int `mapstructure:"threshold"`
+	// Rise is how many consecutive good probes bring it back (default 2).
+	Rise int `mapstructure:"rise"`
 }
 
 // ESLHealth configures the FreeSWITCH Event Socket clients (nodes with esl).

@@ -3,6 +3,7 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -101,6 +102,19 @@ func TestLoadBytesErrors(t *testing.T) {
 		{"esl reply timeout", node + "health: {esl: {reply_timeout: 0s}}", "health.esl.reply_timeout: must be > 0", 0},
 		{"cpu idle", node + "health: {cpu: {idle_min: 101}}", "health.cpu.idle_min: must be a percentage 0-100, got 101", 0},
 		{"source addr", node + "health: {source_addr: \"nope\"}", `health.source_addr: "nope" is not a local IP address`, 0},
+		{"media interval", node + "health: {media: {interval: 0s}}", "health.media.interval: must be > 0, got 0s", 0},
+		{"media duration", node + "health: {media: {duration: 0s}}", "health.media.duration: must be > 0, got 0s", 0},
+		{"media duration not below interval", node + "health: {media: {interval: 2s, duration: 2s}}", "health.media.duration: must be less than health.media.interval (2s), got 2s", 0},
+		{"media timeout", node + "health: {media: {timeout: 0s}}", "health.media.timeout: must be > 0, got 0s", 0},
+		{"media codec", node + "health: {media: {codec: G729}}", `health.media.codec: unknown codec "G729" (want PCMU or PCMA)`, 0},
+		{"media max loss", node + "health: {media: {max_loss: 100}}", "health.media.max_loss: must be a percentage in [0, 100), got 100", 0},
+		{"media max loss negative", node + "health: {media: {max_loss: -1}}", "health.media.max_loss: must be a percentage in [0, 100)", 0},
+		{"media threshold", node + "health: {media: {threshold: 0}}", "health.media.threshold: must be >= 1, got 0", 0},
+		{"media rise", node + "health: {media: {rise: 0}}", "health.media.rise: must be >= 1, got 0", 0},
+		{"media target without user", node + `health: {media: {target: "sip:{node}"}}`, `health.media.target: "sip:{node}" is not a sip: URI with a user part`, 0},
+		{"media target scheme", node + `health: {media: {target: "tel:+15551234"}}`, `health.media.target: "tel:+15551234" is not a sip: URI`, 0},
+		{"media target empty", node + `health: {media: {target: ""}}`, `health.media.target: "" is not a sip: URI`, 0},
+		{"node media target", `nodes: [{id: fs1, sip: "10.0.0.11:5060", media_target: "echo"}]`, `nodes[0].media_target: "echo" is not a sip: URI with a user part`, 0},
 
 		// failover
 		{"invite timeout", node + "failover: {invite_timeout: 0s}", "failover.invite_timeout: must be > 0, got 0s", 0},
@@ -154,6 +168,7 @@ func TestLoadBytesDefaults(t *testing.T) {
 			Listen:          []string{"udp://0.0.0.0:5060", "tcp://0.0.0.0:5060"},
 			ShutdownTimeout: 30 * time.Second,
 			UserAgent:       "sipbalancer",
+			TLS:             TLS{ReloadCheck: 10 * time.Second},
 		},
 		Nodes:      []Node{{ID: "fs1", SIP: "10.0.0.11:5060", ESLPassword: "ClueCon", Weight: 1}},
 		Dispatcher: Dispatcher{Policy: "least_load", HashKey: "call-id"},
@@ -164,6 +179,8 @@ func TestLoadBytesDefaults(t *testing.T) {
 			ESL: ESLHealth{PollInterval: time.Second, ReplyTimeout: 2 * time.Second, MaxAge: 3 * time.Second,
 				DownOnDisconnect: true, ProfileCheck: 5 * time.Second},
 			CPU: CPUHealth{IdleMin: 5, For: time.Minute},
+			Media: MediaProbe{Interval: 10 * time.Second, Target: "sip:echo@{node}", Duration: time.Second,
+				Timeout: 5 * time.Second, Codec: "PCMU", MaxLoss: 20, Threshold: 2, Rise: 2},
 		},
 		Failover: Failover{
 			InviteTimeout: time.Second,
@@ -191,9 +208,38 @@ func TestLoadBytesDefaults(t *testing.T) {
 		},
 		Admin: Admin{Listen: "127.0.0.1:9090"},
 		Log:   Log{Level: "info", Format: "json", Sampling: true},
+		// guard.go
+		Security: Security{Untrusted: "drop"},
+		Limits: Limits{
+			Action:    "reply_503",
+			PerSource: PerSourceLimits{InviteBurst: 10, RequestBurst: 50, MaxSources: 100000},
+			Global:    GlobalLimits{InviteBurst: 100},
+			Message:   MessageLimits{MaxBytes: 16384, MaxHeaders: 100, MaxHeaderBytes: 4096, MaxVias: 20},
+			TCP:       TCPLimits{MaxConnections: 10000, MaxPerSource: 100, IdleTimeout: 3 * time.Minute, ReadTimeout: 10 * time.Second},
+		},
 	}
 	assert.Equal(t, want, c)
 	assert.Equal(t, 1, c.RetryAfterSeconds())
+}
+
+func TestLoadBytesMedia(t *testing.T) {
+	isolateEnv(t)
+	c, err := LoadBytes([]byte(`
+nodes:
+  - {id: fs1, sip: "10.0.0.11:5060"}
+  - {id: fs2, sip: "10.0.0.12:5060", media_target: "sip:9196@{node}"}
+health: {media: {enabled: true, interval: 30s, codec: PCMA, max_loss: 0, target: "SIP:echo@media.example"}}
+`))
+	require.NoError(t, err)
+	m := c.Health.Media
+	assert.True(t, m.Enabled)
+	assert.Equal(t, 30*time.Second, m.Interval)
+	assert.Equal(t, "PCMA", m.Codec)
+	assert.Zero(t, m.MaxLoss, "max_loss: 0 is kept: any loss is bad")
+	assert.Equal(t, "SIP:echo@media.example", m.Target)
+	assert.Equal(t, time.Second, m.Duration)
+	assert.Equal(t, "sip:9196@{node}", c.Nodes[1].MediaTarget)
+	assert.Empty(t, c.Nodes[0].MediaTarget)
 }
 
 func TestLoadBytesExplicitValuesKept(t *testing.T) {
@@ -328,9 +374,12 @@ func TestLoadExample(t *testing.T) {
 	ls, err := c.Listeners()
 	require.NoError(t, err)
 	assert.Equal(t, []Listener{{"udp", "0.0.0.0:5060"}, {"tcp", "0.0.0.0:5060"}}, ls)
-	// The example states the defaults, so apart from the nodes it is Default().
+	// The example states the defaults, so apart from the nodes and trunks
+	// it is Default().
+	require.Len(t, c.Trunks, 1)
 	d := Default()
 	d.Nodes = c.Nodes
+	d.Trunks = c.Trunks
 	assert.Equal(t, d, c)
 }
 
@@ -352,6 +401,19 @@ func TestExampleHasEveryKey(t *testing.T) {
 		key := keyName(nodeType.Field(i))
 		assert.Contains(t, first, key, "example nodes[0] lacks %s", key)
 	}
+	trunks, ok := v.Get("trunks").([]any)
+	require.True(t, ok)
+	trunk, ok := trunks[0].(map[string]any)
+	require.True(t, ok)
+	walkKeys(reflect.TypeFor[Trunk](), "", func(key string, _ reflect.Type) {
+		var cur any = trunk
+		for _, part := range strings.Split(key, ".") {
+			m, ok := cur.(map[string]any)
+			require.True(t, ok, "example trunks[0] lacks %s", key)
+			cur, ok = m[part]
+			require.True(t, ok, "example trunks[0] lacks %s", key)
+		}
+	})
 }
 
 func TestLoadFileErrors(t *testing.T) {

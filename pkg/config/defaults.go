@@ -14,6 +14,7 @@ func defaults() Config {
 			Listen:          []string{"udp://0.0.0.0:5060", "tcp://0.0.0.0:5060"},
 			ShutdownTimeout: 30 * time.Second,
 			UserAgent:       "sipbalancer",
+			TLS:             TLS{ReloadCheck: 10 * time.Second},
 		},
 		Dispatcher: Dispatcher{
 			Policy:  PolicyLeastLoad,
@@ -43,6 +44,16 @@ func defaults() Config {
 			CPU: CPUHealth{
 				IdleMin: 5,
 				For:     60 * time.Second,
+			},
+			Media: MediaProbe{
+				Interval:  10 * time.Second,
+				Target:    "sip:echo@{node}",
+				Duration:  time.Second,
+				Timeout:   5 * time.Second,
+				Codec:     "PCMU",
+				MaxLoss:   20,
+				Threshold: 2,
+				Rise:      2,
 			},
 		},
 		Failover: Failover{
@@ -76,6 +87,23 @@ func defaults() Config {
 			Level:    "info",
 			Format:   "json",
 			Sampling: true,
+		},
+		Security: Security{Untrusted: UntrustedDrop},
+		Limits: Limits{
+			Action: LimitReply503,
+			PerSource: PerSourceLimits{
+				InviteBurst:  10,
+				RequestBurst: 50,
+				MaxSources:   100000,
+			},
+			Global:  GlobalLimits{InviteBurst: 100},
+			Message: MessageLimits{MaxBytes: 16384, MaxHeaders: 100, MaxHeaderBytes: 4096, MaxVias: 20},
+			TCP: TCPLimits{
+				MaxConnections: 10000,
+				MaxPerSource:   100,
+				IdleTimeout:    3 * time.Minute,
+				ReadTimeout:    10 * time.Second,
+			},
 		},
 	}
 }

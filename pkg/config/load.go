@@ -214,6 +214,8 @@ func decodeHook(from, to reflect.Value) (any, error) {
 		return toInt(data)
 	case reflect.Bool:
 		return toBool(data)
+	case reflect.Float32, reflect.Float64:
+		return toFloat(data)
 	}
 	return data, nil
 }
@@ -320,6 +322,30 @@ func toInt(data any) (any, error) {
 		return data, nil
 	}
 	return nil, fmt.Errorf("want an integer, got %s", describe(data))
+}
+
+// toFloat accepts numbers, and strings from the environment.
+func toFloat(data any) (any, error) {
+	switch d := data.(type) {
+	case string:
+		v, err := strconv.ParseFloat(strings.TrimSpace(d), 64)
+		if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
+			return nil, fmt.Errorf("want a number, got %q", d)
+		}
+		return v, nil
+	case json.Number:
+		v, err := d.Float64()
+		if err != nil {
+			return nil, fmt.Errorf("want a number, got %s", d)
+		}
+		return v, nil
+	}
+	switch reflect.ValueOf(data).Kind() {
+	case reflect.Float32, reflect.Float64, reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return data, nil
+	}
+	return nil, fmt.Errorf("want a number, got %s", describe(data))
 }
 
 func toBool(data any) (any, error) {

@@ -35,6 +35,10 @@ func (c *Config) Validate() error {
 	c.validateSession(&p)
 	c.validateAdmin(&p)
 	c.validateLog(&p)
+	c.validateTrunks(&p)
+	c.validateSecurity(&p)
+	c.validateLimits(&p)
+	c.validateTLSReload(&p)
 	return errors.Join(p...)
 }
 
@@ -142,6 +146,11 @@ func (c *Config) validateNodes(p *problems) {
 		}
 		p.atLeast(key+".weight", n.Weight, 1)
 		p.atLeast(key+".max_calls", n.MaxCalls, 0)
+		if n.MediaTarget != "" {
+			if err := checkMediaTarget(n.MediaTarget); err != nil {
+				p.add(key+".media_target", "%v", err)
+			}
+		}
 	}
 }
 
@@ -227,11 +236,53 @@ func (c *Config) validateHealth(p *problems) {
 	if c.Health.CPU.IdleMin > 0 {
 		p.positive("health.cpu.for", c.Health.CPU.For)
 	}
+	m := c.Health.Media
+	p.positive("health.media.interval", m.Interval)
+	p.positive("health.media.duration", m.Duration)
+	p.positive("health.media.timeout", m.Timeout)
+	if m.Interval > 0 && m.Duration >= m.Interval {
+		p.add("health.media.duration", "must be less than health.media.interval (%s), got %s", m.Interval, m.Duration)
+	}
+	if err := checkMediaTarget(m.Target); err != nil {
+		p.add("health.media.target", "%v", err)
+	}
+	switch m.Codec {
+	case "PCMU", "PCMA":
+	default:
+		p.add("health.media.codec", "unknown codec %q (want PCMU or PCMA)", m.Codec)
+	}
+	if m.MaxLoss < 0 || m.MaxLoss >= 100 {
+		p.add("health.media.max_loss", "must be a percentage in [0, 100), got %v", m.MaxLoss)
+	}
+	p.atLeast("health.media.threshold", m.Threshold, 1)
+	p.atLeast("health.media.rise", m.Rise, 1)
 	if a := c.Health.SourceAddr; a != "" {
 		if ip := net.ParseIP(a); ip == nil || ip.IsUnspecified() {
 			p.add("health.source_addr", "%q is not a local IP address", a)
 		}
 	}
+}
+
+// checkMediaTarget accepts a sip: URI with a user part and a host, where
+// {node} may stand for the host:port: sip:echo@{node}, sip:9196@10.0.0.11.
+func checkMediaTarget(t string) error {
+	bad := fmt.Errorf("%q is not a sip: URI with a user part, such as sip:echo@{node}", t)
+	rest, ok := cutPrefixFold(t, "sip:")
+	if !ok || strings.ContainsAny(t, " \t\r\n<>\"") {
+		return bad
+	}
+	user, host, ok := strings.Cut(strings.ReplaceAll(rest, "{node}", "192.0.2.1:5060"), "@")
+	if !ok || user == "" || host == "" || strings.ContainsAny(host, "@{}") {
+		return bad
+	}
+	return nil
+}
+
+func cutPrefixFold(s, prefix string) (string, bool) {
+	if len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix) {
+		return s[len(prefix):], true
+	}
+	return s, false
 }
 
 // validAliveCode accepts "200".."699" and "2xx".."6xx".

@@ -57,6 +57,11 @@ type call struct {
 	rtpPort    int
 	sdpSession uint64
 	sdpVersion uint64
+	// media is the call's RTP socket (nil: none, rtpPort is only written
+	// in the SDP); echo marks a call to the echo extension.
+	media *media
+	echo  bool
+	offer []byte // the INVITE's SDP, for the media
 
 	// pending is the 2xx waiting for its ACK (initial INVITE or re-INVITE).
 	pending *pendingAnswer
@@ -120,6 +125,7 @@ func (c *call) endLocked(reason string) {
 	c.phase = phaseEnded
 	c.rec.EndReason = reason
 	c.stopTimersLocked()
+	c.media.close()
 	// Only the record and the tags (for a crossing BYE) are needed now;
 	// keep ended calls small, there may be MaxRecords of them.
 	c.local, c.remote = sip.ToHeader{}, sip.FromHeader{}

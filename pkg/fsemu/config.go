@@ -109,6 +109,25 @@ type Config struct {
 	// Hostname is FreeSWITCH-Hostname in events (default: os.Hostname).
 	// FreeSWITCH-Switchname is the node's ID.
 	Hostname string
+
+	// EchoUser is the Request-URI user of the echo extension: a call to it
+	// gets an RTP socket and every RTP packet it receives is sent back,
+	// payload unchanged, as FreeSWITCH's echo application does (default
+	// "echo").
+	EchoUser string
+	// EchoDisabled starts the node with the echo off: echo calls are still
+	// answered but no RTP comes back (fault injection; see
+	// Node.SetEchoEnabled) (default false).
+	EchoDisabled bool
+	// RTP gives every answered call media, not only echo calls: an RTP
+	// socket of its own, bound at the answer and closed at the end of the
+	// call, and a 400 Hz tone sent to the caller's SDP address every 20 ms
+	// from the answer until the call ends, as FreeSWITCH playing a prompt
+	// would (default false: calls other than echo calls get an SDP answer
+	// with a port nothing listens on, and no RTP, which keeps benchmarks
+	// and tests with tens of thousands of calls free of sockets and
+	// packets they do not need).
+	RTP bool
 }
 
 // withDefaults returns c with every unset field given its default.
@@ -151,6 +170,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.SessionsPerSecond == 0 {
 		c.SessionsPerSecond = 30
+	}
+	if c.EchoUser == "" {
+		c.EchoUser = "echo"
 	}
 	if c.Hostname == "" {
 		if h, err := os.Hostname(); err == nil && h != "" {

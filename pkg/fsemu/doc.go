@@ -75,6 +75,28 @@
 // connection queues at most 100000 events; past 500 lost in a row it is
 // killed with "killed listener because of lost events", as in FreeSWITCH.
 //
+// # Media
+//
+// A call whose Request-URI user is EchoUser ("echo") is the echo extension:
+// it gets an RTP socket of its own, bound on the node's SIP address when
+// the call is answered (its port is in the SDP answer) and closed when the
+// call ends or the node closes, and every RTP packet it receives is sent
+// back to the caller's SDP address (or, without one, to where the packet
+// came from), payload unchanged, under the node's own SSRC, sequence
+// numbers and timestamps, as FreeSWITCH's echo application does.
+// SetEchoEnabled(false) (EchoDisabled, `-echo=false`, `POST /echo`) keeps
+// answering those calls and reading their RTP but sends nothing back: dead
+// media behind healthy signalling, the fault a media probe exists for.
+//
+// With Config.RTP every answered call gets media: its own socket, and a
+// 400 Hz tone (PCMU, or PCMA when the offer prefers it) sent to the
+// caller's SDP address every 20 ms from the answer until the call ends,
+// as FreeSWITCH playing a prompt would. It is off by default: other calls
+// get an SDP answer naming a port nothing listens on, and no socket, so
+// benchmarks and tests with tens of thousands of calls pay for no media.
+// A re-INVITE or UPDATE with a new offer moves where the media goes. Stats
+// count media calls and RTP packets; CallRecord has each call's.
+//
 // # Records
 //
 // Stats counts events; Calls and Call return per-Call-ID records whose
@@ -85,10 +107,13 @@
 // # Known differences from FreeSWITCH
 //
 // The 487 that sipgo sends on CANCEL carries a To tag of its own, not the
-// one of the 180. There is no RTP. Only INVITE-related session limits are
-// modelled: sessions-per-second and min-idle-cpu are reported over the
-// Event Socket but never refuse a call, and there is no standby "System
-// Paused". SetProfileRunning(false) keeps the port open (a real stopped
+// one of the 180. Media is an echo or a tone (see Media), with no RTCP
+// although the SDP answer names an RTCP port, and no codec negotiation
+// beyond taking the first G.711 format of the offer for the tone; the
+// answer always lists PCMU, PCMA and telephone-event. Only INVITE-related
+// session limits are modelled: sessions-per-second and min-idle-cpu are
+// reported over the Event Socket but never refuse a call, and there is no
+// standby "System Paused". SetProfileRunning(false) keeps the port open (a real stopped
 // profile closes it) and answers 503 as mod_sofia does for a profile that
 // is not RUNNING. Channel events carry a plausible subset of a real
 // channel's headers, and Event-Calling-Line-Number of CHANNEL_* events is

@@ -28,6 +28,7 @@ type Node struct {
 	counters counters
 	calls    *registry
 	rtpSeq   atomic.Uint64
+	echoOn   atomic.Bool // the echo extension sends RTP back
 
 	// SIP side.
 	ua       *sipgo.UserAgent
@@ -68,6 +69,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		calls: newRegistry(cfg.MaxRecords),
 	}
 	n.core = newCore(cfg, n.adm.active.Load)
+	n.echoOn.Store(!cfg.EchoDisabled)
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 
 	// The Event Socket is bound first: SIP handlers fire events to it as
@@ -256,6 +258,7 @@ func (n *Node) Close() error {
 		for _, c := range n.calls.all() {
 			c.mu.Lock()
 			c.stopTimersLocked()
+			c.media.close()
 			c.mu.Unlock()
 		}
 		err := errors.Join(n.udp.Close(), n.tcp.Close())

@@ -112,7 +112,7 @@ func (n *Node) Calls() []CallRecord {
 	out := make([]CallRecord, 0, len(calls))
 	for _, c := range calls {
 		c.mu.Lock()
-		out = append(out, c.rec.clone())
+		out = append(out, c.recordLocked())
 		c.mu.Unlock()
 	}
 	return out
@@ -126,7 +126,7 @@ func (n *Node) Call(callID string) (CallRecord, bool) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.rec.clone(), true
+	return c.recordLocked(), true
 }
 
 func hasToTag(req *sip.Request) bool {

@@ -36,6 +36,16 @@ type Stats struct {
 	AckTimeouts int64 `json:"ack_timeouts"`
 	// NoDialog counts requests answered 481 Call/Transaction Does Not Exist.
 	NoDialog int64 `json:"no_dialog"`
+	// MediaCalls counts calls that got an RTP socket (echo calls, and every
+	// answered call with Config.RTP).
+	MediaCalls int64 `json:"media_calls"`
+	// MediaErrors counts calls that should have had media and got no
+	// socket.
+	MediaErrors int64 `json:"media_errors"`
+	// RTPReceived counts RTP packets received, RTPSent RTP packets sent
+	// (echoed packets and tone).
+	RTPReceived int64 `json:"rtp_received"`
+	RTPSent     int64 `json:"rtp_sent"`
 	// Active is the calls in progress now (ringing plus established).
 	Active int `json:"active"`
 }
@@ -45,6 +55,7 @@ type counters struct {
 	invites, answered, rejected503, dropped, cancelled atomic.Int64
 	byesReceived, byesSent, reInvites, updates         atomic.Int64
 	options, infos, acks, ackTimeouts, noDialog        atomic.Int64
+	mediaCalls, mediaErrors, rtpReceived, rtpSent      atomic.Int64
 }
 
 // Stats returns a snapshot of the node's counters.
@@ -65,6 +76,10 @@ func (n *Node) Stats() Stats {
 		Acks:         c.acks.Load(),
 		AckTimeouts:  c.ackTimeouts.Load(),
 		NoDialog:     c.noDialog.Load(),
+		MediaCalls:   c.mediaCalls.Load(),
+		MediaErrors:  c.mediaErrors.Load(),
+		RTPReceived:  c.rtpReceived.Load(),
+		RTPSent:      c.rtpSent.Load(),
 		Active:       n.Active(),
 	}
 }
@@ -102,6 +117,13 @@ type CallRecord struct {
 	// EndReason says why the call ended (one of the End* constants), or is
 	// empty while it is in progress.
 	EndReason string `json:"end_reason,omitempty"`
+	// Echo marks a call to the echo extension (Config.EchoUser).
+	Echo bool `json:"echo,omitempty"`
+	// RTPPort is the call's RTP socket port (0: the call had no media).
+	RTPPort int `json:"rtp_port,omitempty"`
+	// RTPReceived and RTPSent count the call's RTP packets.
+	RTPReceived int64 `json:"rtp_received,omitempty"`
+	RTPSent     int64 `json:"rtp_sent,omitempty"`
 }
 
 // maxMethods bounds CallRecord.Methods so one noisy dialog cannot grow
@@ -110,5 +132,16 @@ const maxMethods = 256
 
 func (r CallRecord) clone() CallRecord {
 	r.Methods = append([]string(nil), r.Methods...)
+	return r
+}
+
+// recordLocked is a copy of the call's record with its media figures.
+func (c *call) recordLocked() CallRecord {
+	r := c.rec.clone()
+	r.Echo = c.echo
+	if m := c.media; m != nil {
+		r.RTPPort = m.port
+		r.RTPReceived, r.RTPSent = m.received.Load(), m.sent.Load()
+	}
 	return r
 }

@@ -171,6 +171,11 @@ func (n *Node) runInvite(c *call, req *sip.Request, tx sip.ServerTransaction, ta
 	c.remoteCSeq = req.CSeq().SeqNo
 	c.localCSeq = uint32(rand.IntN(30000)) + 1
 	c.rtpPort = n.nextRTPPort()
+	c.echo = req.Recipient.User == n.cfg.EchoUser
+	c.offer = nil
+	if hasSDP(req) {
+		c.offer = req.Body()
+	}
 	c.sdpSession = uint64(time.Now().Unix())
 	c.sdpVersion = c.sdpSession
 	ended := c.ended
@@ -204,13 +209,21 @@ func (n *Node) runInvite(c *call, req *sip.Request, tx sip.ServerTransaction, ta
 	n.answer(c, tx, inv)
 }
 
-// answer sends the 200 OK and starts waiting for its ACK.
+// answer sends the 200 OK and starts waiting for its ACK. A call with
+// media gets its RTP socket first, so the SDP answer names a port that is
+// read from the moment the 200 leaves.
 func (n *Node) answer(c *call, tx sip.ServerTransaction, inv *sip.Request) {
+	m := n.mediaFor(c)
 	c.mu.Lock()
 	if c.phase != phaseRinging {
 		c.mu.Unlock()
+		m.close()
 		n.abortRinging(c, tx, inv)
 		return
+	}
+	if m != nil {
+		c.media = m
+		c.rtpPort = m.port
 	}
 	c.phase = phaseAnswering
 	c.sdpVersion++
@@ -252,7 +265,31 @@ func (n *Node) answer(c *call, tx sip.ServerTransaction, inv *sip.Request) {
 		}
 		c.armLocked(p)
 	}
+	tone := m != nil && !m.echo && c.phase != phaseEnded
 	c.mu.Unlock()
+	if tone {
+		n.goTracked(m.playTone)
+	}
+}
+
+// mediaFor opens the RTP socket of a call that has media (an echo call, or
+// any call with Config.RTP). A socket that cannot be bound leaves the call
+// without media, answered all the same: what FreeSWITCH out of RTP ports
+// looks like from outside.
+func (n *Node) mediaFor(c *call) *media {
+	c.mu.Lock()
+	want := c.echo || n.cfg.RTP
+	echo, offer := c.echo, c.offer
+	c.mu.Unlock()
+	if !want {
+		return nil
+	}
+	m, err := n.openMedia(c.id, echo, offer)
+	if err != nil {
+		n.log.Warn("no RTP socket for the call", "call_id", c.id, "error", err)
+		return nil
+	}
+	return m
 }
 
 // respondInvite sends a provisional response to the INVITE. It reports
@@ -404,6 +441,7 @@ func (n *Node) onReInvite(req *sip.Request, tx sip.ServerTransaction) {
 	if ct := req.Contact(); ct != nil {
 		c.remoteTarget = *ct.Address.Clone() // target refresh, RFC 3261 12.2.2
 	}
+	c.mediaOfferLocked(req)
 	c.sdpVersion++
 	res := n.dialogResponse(req, 200, "OK", n.sdpAnswer(c.sdpSession, c.sdpVersion, c.rtpPort))
 	p := &pendingAnswer{res: res, cseq: cseq, conn: retransmitConn(tx, req.Transport()), acked: make(chan struct{})}
@@ -513,6 +551,7 @@ func (n *Node) onInDialog(req *sip.Request, tx sip.ServerTransaction) {
 		n.counters.updates.Add(1)
 		var sdp []byte
 		if hasSDP(req) {
+			c.mediaOfferLocked(req)
 			c.sdpVersion++
 			sdp = n.sdpAnswer(c.sdpSession, c.sdpVersion, c.rtpPort)
 		}

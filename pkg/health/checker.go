@@ -24,6 +24,25 @@ type NodeConfig struct {
 	ESL         string // host:port, "" for none
 	ESLPassword string
 	Drain       bool
+	// MediaTarget overrides MediaConfig.Target for this node ("": the
+	// shared one).
+	MediaTarget string
+}
+
+// MediaConfig configures the media probe (see pkg/config for meanings and
+// defaults).
+type MediaConfig struct {
+	Enabled  bool
+	Interval time.Duration
+	// Target is the probe call's Request-URI; NodePlaceholder ({node}) is
+	// replaced by the node's host:port.
+	Target   string
+	Duration time.Duration
+	Timeout  time.Duration
+	Codec    string
+	// MaxLoss is a ratio (0.2 for 20 %).
+	MaxLoss         float64
+	Threshold, Rise int
 }
 
 // Config holds the health settings (see pkg/config for meanings and
@@ -50,6 +69,8 @@ type Config struct {
 
 	Source    netip.Addr
 	UserAgent string
+
+	Media MediaConfig
 }
 
 // Change is a node state transition.
@@ -78,6 +99,33 @@ type NodeStatus struct {
 	LoadAge time.Duration
 	Version string
 	Passive int64 // consecutive passive failures
+	// Media is nil when the media probe is off or has not probed yet.
+	Media *MediaStatus
+}
+
+// MediaStatus is what the media probe last found about a node.
+type MediaStatus struct {
+	// Down: the node is down for its media (threshold bad probes in a
+	// row, not yet rise good ones).
+	Down bool
+	// Result, Status, Error and At are the last probe's: its class (ok,
+	// loss, no_rtp or error), the final status of its INVITE, what went
+	// wrong, and when it ended.
+	Result string
+	Status int
+	Error  string
+	At     time.Time
+	// Measured: a probe has measured media; the figures below are from
+	// the last one that did (a probe whose call was not answered measures
+	// nothing).
+	Measured               bool
+	MeasuredAt             time.Time
+	Sent, Received, Echoed int64
+	Loss                   float64 // ratio
+	Jitter, RTT            time.Duration
+	// Probes counts probes by class (MediaClass.String()), since the
+	// node's monitor started.
+	Probes map[string]uint64
 }
 
 // Checker owns the health of every node: per node an OPTIONS prober, an
@@ -119,6 +167,8 @@ func NewChecker(d *dispatcher.Dispatcher, cfg Config, log *zap.Logger) *Checker 
 	if cfg.PassiveFailures < 1 {
 		cfg.PassiveFailures = 1
 	}
+	cfg.Media.Threshold = max(cfg.Media.Threshold, 1)
+	cfg.Media.Rise = max(cfg.Media.Rise, 1)
 	c := &Checker{
 		disp: d, cfg: cfg, log: log.Named("health"), base: log,
 		monitors: map[string]*monitor{},
@@ -128,6 +178,9 @@ func NewChecker(d *dispatcher.Dispatcher, cfg Config, log *zap.Logger) *Checker 
 			cooldown: cfg.Cooldown, eslDownOnFail: cfg.ESLDownOnDisconnect,
 			maxAge: cfg.ESLMaxAge, cpuIdleMin: cfg.CPUIdleMin, cpuFor: cfg.CPUFor,
 			checkProfileStatus: cfg.ProfileCheck > 0,
+			mediaMaxLoss:       cfg.Media.MaxLoss,
+			mediaThreshold:     cfg.Media.Threshold,
+			mediaRise:          cfg.Media.Rise,
 		},
 	}
 	empty := map[string]*monitor{}
@@ -152,7 +205,7 @@ func (c *Checker) Start(ctx context.Context, nodes []NodeConfig) {
 
 // SetNodes makes the monitored set equal nodes: new ones start, removed ones
 // stop (their state is then the dispatcher's: a removed node drains), and
-// changed Event Socket settings restart a node's monitor.
+// changed Event Socket settings or media target restart a node's monitor.
 func (c *Checker) SetNodes(nodes []NodeConfig) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -165,7 +218,7 @@ func (c *Checker) SetNodes(nodes []NodeConfig) {
 	}
 	for id, m := range c.monitors {
 		nc, ok := want[id]
-		if !ok || nc.ESL != m.cfg.ESL || nc.ESLPassword != m.cfg.ESLPassword {
+		if !ok || nc.ESL != m.cfg.ESL || nc.ESLPassword != m.cfg.ESLPassword || nc.MediaTarget != m.cfg.MediaTarget {
 			m.stop()
 			delete(c.monitors, id)
 			c.obsMu.Lock()
@@ -343,12 +396,14 @@ const (
 	evPassiveDown
 	evInvite503
 	evOperator
+	evMedia
 )
 
 type event struct {
 	kind   eventKind
 	probe  ProbeResult
 	esl    ESLStatus
+	media  MediaResult
 	op     Operator
 	reason string
 	done   chan struct{}
@@ -367,6 +422,7 @@ type monitor struct {
 
 	consecutive atomic.Int64
 	status      atomic.Pointer[NodeStatus]
+	lastMedia   string // last media failure logged (run goroutine only)
 }
 
 func (c *Checker) newMonitor(nc NodeConfig, node *dispatcher.Node) *monitor {
@@ -431,6 +487,13 @@ func (m *monitor) run() {
 		defer bg.Done()
 		m.probeLoop()
 	}()
+	if c.cfg.Media.Enabled {
+		bg.Add(1)
+		go func() {
+			defer bg.Done()
+			m.mediaLoop()
+		}()
+	}
 	if h.esl {
 		cl := NewESLClient(ESLConfig{
 			NodeID:            m.cfg.ID,
@@ -510,6 +573,9 @@ func (m *monitor) run() {
 				h.fullUntil = now.Add(c.cfg.FullHold)
 			case evOperator:
 				h.operator = ev.op
+			case evMedia:
+				h.media.add(ev.media, &c.set)
+				m.logMedia(log, &h.media)
 			}
 			apply(now)
 			if ev.done != nil {
@@ -586,7 +652,90 @@ func (m *monitor) publish(h *nodeHealth, state dispatcher.State, reason string, 
 	if l := m.node.Load(); l != nil {
 		st.LoadAge = now.Sub(l.At)
 	}
+	if mt := &h.media; mt.probed {
+		r, mr := mt.last, mt.measured
+		ms := &MediaStatus{
+			Down: mt.down, Result: mt.lastClass.String(), Status: r.Status, At: r.At,
+			Probes: make(map[string]uint64, len(MediaClasses)),
+		}
+		if r.Err != nil {
+			ms.Error = r.Err.Error()
+		}
+		if mt.hasMeasured {
+			ms.Measured, ms.MeasuredAt = true, mr.At
+			ms.Sent, ms.Received, ms.Echoed = mr.Sent, mr.Received, mr.Echoed
+			ms.Loss, ms.Jitter, ms.RTT = mr.Loss, mr.Jitter, mr.RTT
+		}
+		for _, c := range MediaClasses {
+			ms.Probes[c.String()] = mt.counts[c]
+		}
+		st.Media = ms
+	}
 	m.status.Store(st)
+}
+
+// mediaLoop places a media probe call every interval; one in flight at a
+// time, the first at once.
+func (m *monitor) mediaLoop() {
+	c := m.c
+	mc := c.cfg.Media
+	spec := m.node.Spec
+	p := &MediaProber{
+		NodeID:    m.cfg.ID,
+		Target:    spec.Addr,
+		Transport: spec.Transport,
+		URI:       mediaURI(mc.Target, m.cfg.MediaTarget, spec.Host, spec.Addr.Port()),
+		Source:    c.cfg.Source,
+		Codec:     mc.Codec,
+		Duration:  mc.Duration,
+		Timeout:   mc.Timeout,
+		Logger:    c.log,
+	}
+	defer p.Close()
+	for {
+		start := time.Now()
+		r := p.Probe(m.ctx)
+		if m.ctx.Err() != nil {
+			return
+		}
+		if !m.send(event{kind: evMedia, media: r}) {
+			return
+		}
+		t := time.NewTimer(max(mc.Interval-time.Since(start), 0))
+		select {
+		case <-m.ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// logMedia logs a media probe that failed, once per change of what went
+// wrong: a bad probe at info (warn when it takes the node down, logged by
+// apply), a probe that could not be placed at warn.
+func (m *monitor) logMedia(log *zap.Logger, mt *mediaTrack) {
+	r := mt.last
+	what := mt.lastClass.String()
+	if r.Err != nil {
+		what += ": " + r.Err.Error()
+	}
+	if mt.lastClass == MediaOK {
+		m.lastMedia = ""
+		return
+	}
+	if what == m.lastMedia {
+		return
+	}
+	m.lastMedia = what
+	fields := []zap.Field{zap.String("result", mt.lastClass.String()), zap.Int("status", r.Status),
+		zap.Int64("sent", r.Sent), zap.Int64("received", r.Received), zap.Float64("loss", r.Loss)}
+	if r.Err != nil {
+		fields = append(fields, zap.Error(r.Err))
+		log.Warn("media probe could not measure the node's media", fields...)
+		return
+	}
+	log.Info("media probe failed", fields...)
 }
 
 func sourceString(a netip.Addr) string {

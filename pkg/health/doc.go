@@ -25,11 +25,20 @@
 //     successes, after a cooldown. An INVITE answered 503 makes it full
 //     for a while (FreeSWITCH answers OPTIONS 200 even when paused or full
 //     since 1.11.1, so traffic and the Event Socket must tell).
+//   - The media probe (media.go), when enabled: every interval a short call
+//     straight to the node (never through the proxy, and marked with the
+//     X-Sipbalancer-Probe header), to an echo target such as
+//     sip:echo@node; RTP for a second, the echo measured (loss, jitter,
+//     round trip), BYE. threshold probes in a row with loss above max_loss
+//     or no RTP back at all take the node down with reason media (its SIP
+//     may be perfect: callers would hear silence); rise good ones bring it
+//     back. A probe call that is not answered says nothing about media and
+//     counts neither way.
 //   - The operator: drain or disable, which win over everything.
 //
 // Order of precedence in decide: operator (disabled, draining), then down
-// (Event Socket gone, probes failing, passive failures, profile down), then
-// full (paused, not ready, at max sessions, CPU saturated, probe 503,
-// INVITE 503), else up. Each change is logged once and reported to
+// (Event Socket gone, probes failing, passive failures, profile down,
+// media), then full (paused, not ready, at max sessions, CPU saturated,
+// probe 503, INVITE 503), else up. Each change is logged once and reported to
 // observers (metrics, the admin API).
 package health

@@ -35,6 +35,7 @@ const (
 	ReasonESLAtMax      = "esl_max_sessions"
 	ReasonProfileDown   = "sip_profile_down"
 	ReasonCPU           = "cpu_saturated"
+	ReasonMedia         = "media"
 )
 
 // probeTrack applies fall/rise thresholds to probe results (Caddy's
@@ -79,6 +80,47 @@ func (p *probeTrack) add(r ProbeResult, fall, rise int, downOnRefused bool) {
 	}
 }
 
+// mediaTrack applies the media probe's thresholds: threshold bad probes in
+// a row (loss above max_loss, or no RTP at all) take the node down, rise
+// good ones bring it back. A probe that could not be placed or answered
+// counts neither way.
+type mediaTrack struct {
+	down      bool
+	bad, good int
+	probed    bool
+	last      MediaResult
+	lastClass MediaClass
+	counts    [4]uint64 // probes by MediaClass
+	// measured is the last probe that measured media (not MediaError).
+	measured    MediaResult
+	hasMeasured bool
+}
+
+// add records one media probe result.
+func (m *mediaTrack) add(r MediaResult, s *settings) {
+	c := r.Class(s.mediaMaxLoss)
+	m.probed, m.last, m.lastClass = true, r, c
+	m.counts[c]++
+	if c != MediaError {
+		m.measured, m.hasMeasured = r, true
+	}
+	switch c {
+	case MediaError:
+	case MediaOK:
+		m.bad = 0
+		m.good++
+		if m.down && m.good >= s.mediaRise {
+			m.down = false
+		}
+	default:
+		m.good = 0
+		m.bad++
+		if !m.down && m.bad >= s.mediaThreshold {
+			m.down = true
+		}
+	}
+}
+
 // nodeHealth is everything known about one node. It has no goroutines and
 // no clock of its own: decide is a pure function of it and now, so a table
 // test covers every combination.
@@ -86,6 +128,7 @@ type nodeHealth struct {
 	operator Operator
 
 	probe probeTrack
+	media mediaTrack
 
 	// passiveDownAt is when passive failures took the node down (zero:
 	// not down by passive failures). It clears after the cooldown once
@@ -115,6 +158,10 @@ type settings struct {
 	cpuIdleMin         float64
 	cpuFor             time.Duration
 	checkProfileStatus bool
+	// Media probe: loss ratio above which a probe is bad, bad probes in a
+	// row that take a node down, good ones that bring it back.
+	mediaMaxLoss              float64
+	mediaThreshold, mediaRise int
 }
 
 // decide computes the node's state and why. Order matters: an operator's
@@ -144,6 +191,10 @@ func decide(h *nodeHealth, s *settings, now time.Time) (dispatcher.State, string
 	fresh := h.esl && h.eslStatus.Connected && !h.eslStatus.Load.At.IsZero() && now.Sub(h.eslStatus.Load.At) <= s.maxAge
 	if fresh && s.checkProfileStatus && h.eslStatus.ProfileKnown && !h.eslStatus.ProfilesRunning {
 		return dispatcher.StateDown, ReasonProfileDown
+	}
+	// Signalling answers, media does not: callers would hear silence.
+	if h.media.down {
+		return dispatcher.StateDown, ReasonMedia
 	}
 	if fresh {
 		switch {

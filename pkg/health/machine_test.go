@@ -1,9 +1,11 @@
 package health
 
 import (
+	"errors"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/sipbalancer/sipbalancer/pkg/dispatcher"
@@ -16,7 +18,19 @@ func testSettings() *settings {
 		fall: 2, rise: 2, downOnRefused: true, cooldown: 10 * time.Second,
 		eslDownOnFail: true, maxAge: 3 * time.Second,
 		cpuIdleMin: 5, cpuFor: time.Minute, checkProfileStatus: true,
+		mediaMaxLoss: 0.2, mediaThreshold: 2, mediaRise: 2,
 	}
+}
+
+// Media probe results: answered with all RTP back, with loss, with none
+// back, and not answered at all.
+func mediaOK() MediaResult { return MediaResult{Status: 200, Sent: 50, Received: 50, Echoed: 50} }
+func mediaLoss(loss float64) MediaResult {
+	return MediaResult{Status: 200, Sent: 50, Received: 30, Echoed: 30, Loss: loss}
+}
+func mediaNone() MediaResult { return MediaResult{Status: 200, Sent: 50, Loss: 1} }
+func mediaUnanswered() MediaResult {
+	return MediaResult{Status: 503, Err: errors.New("INVITE answered 503")}
 }
 
 func alive(at time.Time) ProbeResult { return ProbeResult{Class: ProbeAlive, Status: 200, At: at} }
@@ -153,6 +167,84 @@ func TestDecide(t *testing.T) {
 			}
 			h.observeESL(freshESL(t0.Add(61*time.Second)), s, t0.Add(61*time.Second))
 		}, t0.Add(61 * time.Second), dispatcher.StateUp, ReasonNone},
+
+		// Media probe.
+		{"media: one probe without RTP is not enough", func(h *nodeHealth) {
+			h.media.add(mediaNone(), s)
+		}, t0, dispatcher.StateUp, ReasonNone},
+		{"media: threshold probes without RTP: down", func(h *nodeHealth) {
+			h.media.add(mediaNone(), s)
+			h.media.add(mediaNone(), s)
+		}, t0, dispatcher.StateDown, ReasonMedia},
+		{"media: loss above max_loss, threshold times: down", func(h *nodeHealth) {
+			h.media.add(mediaLoss(0.4), s)
+			h.media.add(mediaLoss(0.21), s)
+		}, t0, dispatcher.StateDown, ReasonMedia},
+		{"media: loss at max_loss is good", func(h *nodeHealth) {
+			h.media.add(mediaLoss(0.2), s)
+			h.media.add(mediaLoss(0.2), s)
+		}, t0, dispatcher.StateUp, ReasonNone},
+		{"media: no RTP then loss count together", func(h *nodeHealth) {
+			h.media.add(mediaNone(), s)
+			h.media.add(mediaLoss(0.5), s)
+		}, t0, dispatcher.StateDown, ReasonMedia},
+		{"media: a good probe between bad ones resets the count", func(h *nodeHealth) {
+			h.media.add(mediaNone(), s)
+			h.media.add(mediaOK(), s)
+			h.media.add(mediaNone(), s)
+		}, t0, dispatcher.StateUp, ReasonNone},
+		{"media: unanswered probes say nothing, however many", func(h *nodeHealth) {
+			for range 5 {
+				h.media.add(mediaUnanswered(), s)
+			}
+		}, t0, dispatcher.StateUp, ReasonNone},
+		{"media: an unanswered probe does not reset the bad count", func(h *nodeHealth) {
+			h.media.add(mediaNone(), s)
+			h.media.add(mediaUnanswered(), s)
+			h.media.add(mediaNone(), s)
+		}, t0, dispatcher.StateDown, ReasonMedia},
+		{"media: an answer without media sent says nothing", func(h *nodeHealth) {
+			h.media.add(MediaResult{Status: 200, Err: errors.New("no SDP")}, s)
+			h.media.add(MediaResult{Status: 200, Err: errors.New("no SDP")}, s)
+		}, t0, dispatcher.StateUp, ReasonNone},
+		{"media down: one good probe is not enough", func(h *nodeHealth) {
+			h.media.add(mediaNone(), s)
+			h.media.add(mediaNone(), s)
+			h.media.add(mediaOK(), s)
+		}, t0, dispatcher.StateDown, ReasonMedia},
+		{"media down: rise good probes: up", func(h *nodeHealth) {
+			h.media.add(mediaNone(), s)
+			h.media.add(mediaNone(), s)
+			h.media.add(mediaOK(), s)
+			h.media.add(mediaUnanswered(), s)
+			h.media.add(mediaOK(), s)
+		}, t0, dispatcher.StateUp, ReasonNone},
+		{"media down: a bad probe restarts the rise", func(h *nodeHealth) {
+			h.media.add(mediaNone(), s)
+			h.media.add(mediaNone(), s)
+			h.media.add(mediaOK(), s)
+			h.media.add(mediaLoss(0.9), s)
+			h.media.add(mediaOK(), s)
+		}, t0, dispatcher.StateDown, ReasonMedia},
+		{"media down wins over full", func(h *nodeHealth) {
+			h.esl = true
+			st := freshESL(t0)
+			st.Paused = true
+			h.observeESL(st, s, t0)
+			h.media.add(mediaNone(), s)
+			h.media.add(mediaNone(), s)
+		}, t0, dispatcher.StateDown, ReasonMedia},
+		{"dead by probes is said before media", func(h *nodeHealth) {
+			h.media.add(mediaNone(), s)
+			h.media.add(mediaNone(), s)
+			h.observeProbe(dead(t0), s)
+			h.observeProbe(dead(t0), s)
+		}, t0, dispatcher.StateDown, ReasonProbe},
+		{"operator drain wins over media down", func(h *nodeHealth) {
+			h.operator = OperatorDrain
+			h.media.add(mediaNone(), s)
+			h.media.add(mediaNone(), s)
+		}, t0, dispatcher.StateDraining, ReasonOperatorDrain},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -163,6 +255,43 @@ func TestDecide(t *testing.T) {
 			require.Equal(t, tc.wantReason, reason)
 		})
 	}
+}
+
+func TestMediaClass(t *testing.T) {
+	tests := []struct {
+		r    MediaResult
+		want MediaClass
+	}{
+		{mediaOK(), MediaOK},
+		{mediaLoss(0.2), MediaOK},
+		{mediaLoss(0.2001), MediaLoss},
+		{mediaNone(), MediaNone},
+		{mediaUnanswered(), MediaError},
+		{MediaResult{Status: 180}, MediaError},
+		{MediaResult{Status: 200}, MediaError},
+	}
+	for _, tc := range tests {
+		assert.Equal(t, tc.want, tc.r.Class(0.2), "%+v", tc.r)
+	}
+	assert.Equal(t, []string{"ok", "loss", "no_rtp", "error"}, []string{
+		MediaOK.String(), MediaLoss.String(), MediaNone.String(), MediaError.String()})
+}
+
+func TestMediaCounts(t *testing.T) {
+	s := testSettings()
+	var m mediaTrack
+	for _, r := range []MediaResult{mediaOK(), mediaOK(), mediaNone(), mediaLoss(0.5), mediaUnanswered()} {
+		m.add(r, s)
+	}
+	assert.Equal(t, [4]uint64{MediaError: 1, MediaOK: 2, MediaLoss: 1, MediaNone: 1}, m.counts)
+	assert.Equal(t, MediaError, m.lastClass)
+	assert.True(t, m.down)
+}
+
+func TestMediaURI(t *testing.T) {
+	assert.Equal(t, "sip:echo@10.0.0.11:5060", mediaURI("sip:echo@{node}", "", "10.0.0.11", 5060))
+	assert.Equal(t, "sip:9196@[2001:db8::1]:5080", mediaURI("sip:echo@{node}", "sip:9196@{node}", "2001:db8::1", 5080))
+	assert.Equal(t, "sip:echo@media.example", mediaURI("sip:echo@{node}", "sip:echo@media.example", "fs1", 5060))
 }
 
 func TestESLDownOnDisconnectOff(t *testing.T) {

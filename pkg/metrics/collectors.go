@@ -27,7 +27,23 @@ type NodeView struct {
 	// ESL: the node has an Event Socket; ESLConnected whether it is up.
 	ESL          bool
 	ESLConnected bool
+	// Media probe (health.media). MediaProbes counts probes by result
+	// (MediaResults); nil with the probe off. HasMedia: a probe has
+	// measured media; the figures are the last such probe's. Jitter needs
+	// RTP to have come back (MediaReceived), RTT echoed packets (zero:
+	// unknown, no series).
+	MediaProbes   map[string]uint64
+	HasMedia      bool
+	MediaLoss     float64 // ratio
+	MediaReceived int64   // RTP packets that came back
+	MediaJitter   time.Duration
+	MediaRTT      time.Duration
 }
+
+// MediaResults are the results media_probes_total counts: good, loss
+// above max_loss, no RTP back at all, and probe calls that could not be
+// placed or were not answered.
+var MediaResults = []string{"ok", "loss", "no_rtp", "error"}
 
 // NodeStates lists the states node_state reports (one series each).
 var NodeStates = []string{"up", "down", "full", "draining", "disabled"}
@@ -37,6 +53,8 @@ type nodeCollector struct {
 	state, active, inflight, weight      *prometheus.Desc
 	sessions, maxSessions, idle, loadAge *prometheus.Desc
 	probeRTT, eslConnected               *prometheus.Desc
+	mediaLoss, mediaJitter, mediaRTT     *prometheus.Desc
+	mediaProbes                          *prometheus.Desc
 }
 
 // RegisterNodes registers the per-node gauges, computed by read at scrape
@@ -57,11 +75,16 @@ func RegisterNodes(reg prometheus.Registerer, read func() []NodeView) {
 		loadAge:      d("load_age_seconds", "Age of the load figures in use."),
 		probeRTT:     d("probe_rtt_seconds", "Round-trip time of the last answered OPTIONS probe."),
 		eslConnected: d("esl_connected", "1 while the node's Event Socket connection is up (nodes with esl only)."),
+		mediaLoss:    d("media_loss_ratio", "Packet loss of the last media probe that measured media, 0 to 1 (1: no RTP came back)."),
+		mediaJitter:  d("media_jitter_seconds", "RFC 3550 interarrival jitter of the RTP that came back in the last media probe."),
+		mediaRTT:     d("media_rtt_seconds", "Mean round-trip time of the echoed RTP packets of the last media probe."),
+		mediaProbes:  d("media_probes_total", "Media probe calls by result: ok, loss (above max_loss), no_rtp, error (not answered, says nothing about media).", "result"),
 	})
 }
 
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.state, c.active, c.inflight, c.weight, c.sessions, c.maxSessions, c.idle, c.loadAge, c.probeRTT, c.eslConnected} {
+	for _, d := range []*prometheus.Desc{c.state, c.active, c.inflight, c.weight, c.sessions, c.maxSessions, c.idle, c.loadAge, c.probeRTT, c.eslConnected,
+		c.mediaLoss, c.mediaJitter, c.mediaRTT, c.mediaProbes} {
 		ch <- d
 	}
 }
@@ -96,6 +119,20 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 				v = 1
 			}
 			g(c.eslConnected, v, n.ID)
+		}
+		if n.MediaProbes != nil {
+			for _, r := range MediaResults {
+				ch <- prometheus.MustNewConstMetric(c.mediaProbes, prometheus.CounterValue, float64(n.MediaProbes[r]), n.ID, r)
+			}
+		}
+		if n.HasMedia {
+			g(c.mediaLoss, n.MediaLoss, n.ID)
+			if n.MediaReceived > 0 {
+				g(c.mediaJitter, n.MediaJitter.Seconds(), n.ID)
+			}
+			if n.MediaRTT > 0 {
+				g(c.mediaRTT, n.MediaRTT.Seconds(), n.ID)
+			}
 		}
 	}
 }

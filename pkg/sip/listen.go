@@ -1,6 +1,7 @@
 package sip
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
 	"net"
@@ -40,29 +41,45 @@ type listener struct {
 	laddr sip.Addr
 
 	udp net.PacketConn
-	ln  net.Listener
+	// more holds further UDP sockets bound to the same address with
+	// SO_REUSEPORT: the kernel spreads flows over them, so that several
+	// readers parse in parallel (sipgo reads and parses a socket in one
+	// goroutine).
+	more []net.PacketConn
+	ln   net.Listener
 }
 
 func transportOf(network string) string {
 	return strings.ToUpper(network)
 }
 
-// bind opens the socket for l. tlsConf is required for tls.
-func bind(l Listen, tlsConf *tls.Config) (*listener, error) {
+// bind opens the socket(s) for l: udpSockets sockets for UDP (at least
+// one). tlsConf is required for tls.
+func bind(l Listen, tlsConf *tls.Config, udpSockets, udpBuffer int) (*listener, error) {
 	network := strings.ToLower(l.Network)
 	out := &listener{network: network, transport: transportOf(network)}
 	switch network {
 	case "udp":
-		pc, err := net.ListenPacket("udp", l.Addr)
+		lc := net.ListenConfig{Control: reusePort}
+		if udpSockets <= 1 {
+			lc.Control = nil
+		}
+		pc, err := lc.ListenPacket(context.Background(), "udp", l.Addr)
 		if err != nil {
 			return nil, fmt.Errorf("listen udp %s: %w", l.Addr, err)
 		}
-		if uc, ok := pc.(*net.UDPConn); ok {
-			// A larger receive buffer rides out bursts; the kernel caps it at
-			// net.core.rmem_max.
-			_ = uc.SetReadBuffer(4 << 20)
-		}
+		setReadBuffer(pc, udpBuffer)
 		out.udp = pc
+		for i := 1; i < udpSockets; i++ {
+			// Bound to the port the first one got (it may have been 0).
+			more, err := lc.ListenPacket(context.Background(), "udp", pc.LocalAddr().String())
+			if err != nil {
+				out.close()
+				return nil, fmt.Errorf("listen udp %s (socket %d, SO_REUSEPORT): %w", l.Addr, i+1, err)
+			}
+			setReadBuffer(more, udpBuffer)
+			out.more = append(out.more, more)
+		}
 		ap, err := netip.ParseAddrPort(pc.LocalAddr().String())
 		if err != nil {
 			pc.Close()
@@ -104,6 +121,9 @@ func bind(l Listen, tlsConf *tls.Config) (*listener, error) {
 func (l *listener) close() {
 	if l.udp != nil {
 		l.udp.Close()
+	}
+	for _, c := range l.more {
+		c.Close()
 	}
 	if l.ln != nil {
 		l.ln.Close()
@@ -243,4 +263,12 @@ func appendLower(b []byte, s string) []byte {
 		b = append(b, c)
 	}
 	return b
+}
+
+// setReadBuffer asks for a larger receive buffer: it rides out bursts. The
+// kernel caps it at net.core.rmem_max.
+func setReadBuffer(pc net.PacketConn, size int) {
+	if uc, ok := pc.(*net.UDPConn); ok && size > 0 {
+		_ = uc.SetReadBuffer(size)
+	}
 }

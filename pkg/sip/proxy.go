@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"runtime"
 	"runtime/debug"
 	"strconv"
 	"sync"
@@ -44,6 +45,13 @@ type Config struct {
 	// HashHeader names the header whose value keys the hash policy; empty
 	// means the Call-ID.
 	HashHeader string
+
+	// UDPSockets is how many UDP sockets each udp:// listener binds
+	// (SO_REUSEPORT, Linux); 0 means one per CPU, at most 8.
+	UDPSockets int
+	// UDPReadBuffer is the receive buffer asked for each UDP socket
+	// (0: 4 MiB).
+	UDPReadBuffer int
 
 	// Rehome gives the calls of a node that is down to another node (pools
 	// whose nodes share a database and recover each other's calls). Needs
@@ -182,8 +190,16 @@ func New(cfg Config, deps Deps) (*Proxy, error) {
 // Close. Binding happens before Start returns, so the addresses are known.
 func (p *Proxy) Start() error {
 	fallback := ""
+	udpSockets := p.cfg.UDPSockets
+	if udpSockets <= 0 {
+		udpSockets = min(runtime.NumCPU(), 8)
+	}
+	udpBuffer := p.cfg.UDPReadBuffer
+	if udpBuffer <= 0 {
+		udpBuffer = 4 << 20
+	}
 	for _, l := range p.cfg.Listen {
-		bl, err := bind(l, p.cfg.TLS)
+		bl, err := bind(l, p.cfg.TLS, udpSockets, udpBuffer)
 		if err != nil {
 			p.closeListeners()
 			return err
@@ -242,6 +258,16 @@ func (p *Proxy) Start() error {
 			var err error
 			switch l.network {
 			case "udp":
+				for _, c := range l.more {
+					c := c
+					p.wg.Add(1)
+					go func() {
+						defer p.wg.Done()
+						if err := srv.ServeUDP(c); err != nil && !p.closed.Load() {
+							p.log.Error("listener stopped", zap.String("listener", l.String()), zap.Error(err))
+						}
+					}()
+				}
 				err = srv.ServeUDP(l.udp)
 			case "tcp":
 				err = srv.ServeTCP(l.ln)
