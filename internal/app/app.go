@@ -22,6 +22,7 @@ import (
 
 	"github.com/sipbalancer/sipbalancer/pkg/config"
 	"github.com/sipbalancer/sipbalancer/pkg/dispatcher"
+	"github.com/sipbalancer/sipbalancer/pkg/guard"
 	"github.com/sipbalancer/sipbalancer/pkg/health"
 	"github.com/sipbalancer/sipbalancer/pkg/metrics"
 	"github.com/sipbalancer/sipbalancer/pkg/session"
@@ -41,6 +42,7 @@ type App struct {
 	stop    context.CancelFunc
 	reg     *prometheus.Registry
 	rec     *metrics.Recorder
+	guard   *guard.Guard
 
 	// reloadMu serializes Reload (SIGHUP and the admin API may race) and
 	// guards cfg's reloadable keys.
@@ -128,6 +130,13 @@ func New(cfg *config.Config, log *zap.Logger) (*App, error) {
 	}
 	a.reg = a.newRegistry()
 	a.checker.OnChange(a.recordStateChange)
+	a.guard, err = a.newGuard(cfg, specs)
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range cfg.Warnings() {
+		log.Warn(w)
+	}
 
 	listen, err := cfg.Listeners()
 	if err != nil {
@@ -137,7 +146,7 @@ func New(cfg *config.Config, log *zap.Logger) (*App, error) {
 	for _, l := range listen {
 		pl = append(pl, sipproxy.Listen{Network: l.Network, Addr: l.Addr})
 	}
-	tlsConf, err := loadTLS(cfg)
+	tlsConf, err := loadTLS(cfg, log)
 	if err != nil {
 		return nil, err
 	}
@@ -168,6 +177,7 @@ func New(cfg *config.Config, log *zap.Logger) (*App, error) {
 		Passive:    a.checker,
 		Logger:     log,
 		Metrics:    a.rec,
+		Guard:      a.guard,
 	})
 	if err != nil {
 		return nil, err
@@ -308,7 +318,7 @@ func (a *App) Close() error {
 func (a *App) UseLogLevel(l zap.AtomicLevel) { a.level = &l }
 
 // liveKeys are the configuration keys Reload applies without a restart.
-var liveKeys = []string{"nodes", "dispatcher.policy", "log.level"}
+var liveKeys = []string{"nodes", "dispatcher.policy", "log.level", "trunks"}
 
 // Reload applies what can change without a restart — the node set, its
 // weights, caps, addresses and drain flags, the policy, and log.level (with
@@ -338,6 +348,10 @@ func (a *App) Reload(cfg *config.Config) (applied, needRestart []string, err err
 			return nil, nil, fmt.Errorf("log.level: %w", err)
 		}
 	}
+	trunks, err := guardTrunks(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
 	changed := ChangedKeys(a.cfg, cfg)
 
 	added, removed, err := a.disp.Update(specs)
@@ -354,6 +368,11 @@ func (a *App) Reload(cfg *config.Config) (applied, needRestart []string, err err
 		a.log.Info("node removed: draining its calls", zap.String("node", id))
 	}
 	a.checker.SetNodes(nodeConfigs(cfg.Nodes))
+	// Trunks are live too; node addresses stay admitted as the set changes.
+	if err := a.guard.SetTrunks(trunks, nodeIPs(specs)); err != nil {
+		a.log.Error("trunks not applied", zap.Error(err))
+	}
+	a.cfg.Trunks = cfg.Trunks
 	if setLevel {
 		a.level.SetLevel(level)
 	}
@@ -368,7 +387,7 @@ func (a *App) Reload(cfg *config.Config) (applied, needRestart []string, err err
 		switch {
 		case k == "log.level" && !setLevel:
 			needRestart = append(needRestart, k)
-		case slices.Contains(liveKeys, k):
+		case slices.Contains(liveKeys, k) || k == "trunks" || strings.HasPrefix(k, "trunks["):
 			applied = append(applied, k)
 		default:
 			needRestart = append(needRestart, k)

@@ -97,7 +97,7 @@ func defaults() Config {
 				MaxSources:   100000,
 			},
 			Global:  GlobalLimits{InviteBurst: 100},
-			Message: MessageLimits{MaxBytes: 16384, MaxHeaders: 100, MaxHeaderBytes: 4096, MaxVias: 20},
+			Message: MessageLimits{MaxBytes: 16384, MaxHeaders: 100, MaxHeaderBytes: 4096, MaxVias: 70},
 			TCP: TCPLimits{
 				MaxConnections: 10000,
 				MaxPerSource:   100,

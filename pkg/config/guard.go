@@ -106,7 +106,9 @@ type MessageLimits struct {
 	// MaxHeaderBytes bounds the start line and each header field, folded
 	// lines included (default 4096).
 	MaxHeaderBytes int `mapstructure:"max_header_bytes"`
-	// MaxVias bounds the Via values of a message (default 20).
+	// MaxVias bounds the Via values of a message (default 70: Max-Forwards'
+	// usual start, so no legitimate path has more; RFC 4475's valid
+	// longreq has 30).
 	MaxVias int `mapstructure:"max_vias"`
 }
 

@@ -160,6 +160,9 @@ func (p *Proxy) onWire(msg sip.Message) {
 	if !ok || req.Method != sip.ACK {
 		return
 	}
+	if !p.admit(req, nil) {
+		return
+	}
 	if p.metrics != nil {
 		dir := metrics.FromCarrier
 		if p.sourceNode(req) != nil {

@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"github.com/emiago/sipgo/sip"
+
+	"github.com/sipbalancer/sipbalancer/pkg/guard"
 )
 
 // Listen is one socket to serve: Network is udp, tcp or tls.
@@ -55,7 +57,7 @@ func transportOf(network string) string {
 
 // bind opens the socket(s) for l: udpSockets sockets for UDP (at least
 // one). tlsConf is required for tls.
-func bind(l Listen, tlsConf *tls.Config, udpSockets, udpBuffer int) (*listener, error) {
+func bind(l Listen, tlsConf *tls.Config, udpSockets, udpBuffer int, g *guard.Guard) (*listener, error) {
 	network := strings.ToLower(l.Network)
 	out := &listener{network: network, transport: transportOf(network)}
 	switch network {
@@ -92,18 +94,20 @@ func bind(l Listen, tlsConf *tls.Config, udpSockets, udpBuffer int) (*listener, 
 		// connection pool finds the listener.
 		out.laddr = sip.Addr{IP: net.ParseIP(host), Port: p, Hostname: host}
 	case "tcp", "tls":
-		var ln net.Listener
-		var err error
-		if network == "tls" {
-			if tlsConf == nil {
-				return nil, fmt.Errorf("listen tls %s: no certificate configured", l.Addr)
-			}
-			ln, err = tls.Listen("tcp", l.Addr, tlsConf)
-		} else {
-			ln, err = net.Listen("tcp", l.Addr)
+		if network == "tls" && tlsConf == nil {
+			return nil, fmt.Errorf("listen tls %s: no certificate configured", l.Addr)
 		}
+		ln, err := net.Listen("tcp", l.Addr)
 		if err != nil {
 			return nil, fmt.Errorf("listen %s %s: %w", network, l.Addr, err)
+		}
+		if network == "tls" {
+			ln = tls.NewListener(ln, tlsConf)
+		}
+		if g != nil {
+			// Outside TLS, so that the limits read plaintext and the read
+			// timeout bounds the handshake too.
+			ln = g.Listener(ln)
 		}
 		out.ln = ln
 		ap, err := netip.ParseAddrPort(ln.Addr().String())

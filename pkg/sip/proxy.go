@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/sipbalancer/sipbalancer/pkg/dispatcher"
+	"github.com/sipbalancer/sipbalancer/pkg/guard"
 	"github.com/sipbalancer/sipbalancer/pkg/metrics"
 	"github.com/sipbalancer/sipbalancer/pkg/session"
 )
@@ -80,6 +81,9 @@ type Deps struct {
 	Passive PassiveObserver   // optional
 	Logger  *zap.Logger       // optional
 	Metrics *metrics.Recorder // optional
+	// Guard is admission control (trunk ACL, rate and message limits);
+	// nil admits everything.
+	Guard *guard.Guard
 }
 
 // Proxy is the SIP side of sipbalancer.
@@ -92,6 +96,7 @@ type Proxy struct {
 	rehome  session.Rehomer // nil unless re-homing is on
 	passv   PassiveObserver
 	metrics *metrics.Recorder
+	guard   *guard.Guard
 	log     *zap.Logger
 
 	ua  *sipgo.UserAgent
@@ -166,6 +171,7 @@ func New(cfg Config, deps Deps) (*Proxy, error) {
 		br:         newBrancher(deps.Secret),
 		passv:      deps.Passive,
 		metrics:    deps.Metrics,
+		guard:      deps.Guard,
 		log:        log.Named("sip"),
 		byNetwork:  make(map[string]*listener),
 		retryAfter: sip.NewHeader("Retry-After", strconv.Itoa(cfg.RetryAfter)),
@@ -199,7 +205,7 @@ func (p *Proxy) Start() error {
 		udpBuffer = 4 << 20
 	}
 	for _, l := range p.cfg.Listen {
-		bl, err := bind(l, p.cfg.TLS, udpSockets, udpBuffer)
+		bl, err := bind(l, p.cfg.TLS, udpSockets, udpBuffer, p.guard)
 		if err != nil {
 			p.closeListeners()
 			return err
@@ -219,13 +225,24 @@ func (p *Proxy) Start() error {
 	}
 	p.self = newSelfSet(p.listeners)
 
-	ua, err := sipgo.NewUA(
+	uaOpts := []sipgo.UserAgentOption{
 		sipgo.WithUserAgent(p.cfg.UserAgent),
 		sipgo.WithUserAgentTransactionLayerOptions(
 			sip.WithTransactionLayerUnhandledResponseHandler(p.onStrayResponse),
 			sip.WithTransactionLayerTerminateOnConnClose(),
 		),
-	)
+	}
+	if p.guard != nil {
+		// Before sipgo parses a datagram: message limits, the source ACL,
+		// and rate limits in drop mode. Never return an error: sipgo stops
+		// a UDP listener whose filter fails.
+		filter := p.guard.ReadFilter()
+		uaOpts = append(uaOpts, sipgo.WithUserAgentTransportLayerOptions(
+			sip.WithTransportLayerReadFilter(func(pr sip.TransportReadProps, b []byte) ([]byte, error) {
+				return filter(pr.Transport, pr.RemoteAddr, b), nil
+			})))
+	}
+	ua, err := sipgo.NewUA(uaOpts...)
 	if err != nil {
 		p.closeListeners()
 		return fmt.Errorf("sip: user agent: %w", err)
@@ -378,6 +395,9 @@ func (p *Proxy) handle(req *sip.Request, tx sip.ServerTransaction) {
 		}
 	}()
 
+	if !p.admit(req, tx) {
+		return
+	}
 	src := p.sourceNode(req)
 	dir := metrics.FromCarrier
 	if src != nil {
@@ -511,4 +531,47 @@ func (p *Proxy) downSignal(id string) <-chan struct{} {
 	}
 	v, _ := p.downSignals.LoadOrStore(id, make(chan struct{}))
 	return v.(chan struct{})
+}
+
+// admit runs the guard's request check (trunk conditions, reject mode,
+// rate limits not applied before parsing). On refusal it has answered as
+// configured, or not at all (a silent drop: sipgo then ends the
+// transaction without sending its automatic 100 Trying). ACKs are never
+// answered. The refusal is counted by the guard.
+func (p *Proxy) admit(req *sip.Request, tx sip.ServerTransaction) bool {
+	if p.guard == nil {
+		return true
+	}
+	ap, err := netip.ParseAddrPort(req.Source())
+	if err != nil {
+		return false
+	}
+	to := req.To()
+	d := p.guard.Admit(guard.Request{
+		Source:         ap.Addr().Unmap(),
+		Transport:      req.Transport(),
+		Method:         string(req.Method),
+		InDialog:       to != nil && tagOf(to.Params) != "",
+		RequestURIHost: req.Recipient.Host,
+		Header: func(name string) string {
+			if h := req.GetHeader(name); h != nil {
+				return h.Value()
+			}
+			return ""
+		},
+	})
+	if d.Admitted() {
+		return true
+	}
+	if tx != nil && req.Method != sip.ACK {
+		switch d.Code {
+		case 403:
+			p.respond(req, tx, 403, "Forbidden")
+		case 503:
+			p.respond(req, tx, 503, "Service Unavailable", p.retryAfter)
+		}
+	}
+	p.debug("request refused by the guard", zap.String("method", string(req.Method)),
+		zap.String("source", req.Source()), zap.String("reason", d.Reason.String()))
+	return false
 }
