@@ -169,6 +169,7 @@ func New(cfg *config.Config, log *zap.Logger) (*App, error) {
 		ReleaseLinger: cfg.Session.ReleaseLinger,
 		HashHeader:    hashHeader,
 		Rehome:        cfg.Session.Rehome,
+		HideTopology:  cfg.Security.HideTopology,
 	}, sipproxy.Deps{
 		Dispatcher: a.disp,
 		Store:      a.store,

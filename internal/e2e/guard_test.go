@@ -9,9 +9,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emiago/sipgo/sip"
 	"github.com/stretchr/testify/require"
 
 	"github.com/sipbalancer/sipbalancer/pkg/callgen"
+	"github.com/sipbalancer/sipbalancer/pkg/fsemu"
 	"github.com/sipbalancer/sipbalancer/pkg/guard"
 )
 
@@ -160,4 +162,41 @@ limits:
 	rep, err := callgen.Run(context.Background(), cfg)
 	require.NoError(t, err)
 	require.Zero(t, rep.Failed, "another source was limited: %+v", failures(rep))
+}
+
+// TestHideTopology: with security.hide_topology the carrier never sees a
+// node's address in the node's Contact; its in-dialog requests, sent to
+// the Contact the balancer put there, still reach the node; and the node's
+// own BYE reaches the carrier.
+func TestHideTopology(t *testing.T) {
+	c := startCluster(t, clusterOpts{nodes: 2, yaml: "security: { hide_topology: true }\n",
+		node: func(_ int, cfg *fsemu.Config) { cfg.HoldTime = 300 * time.Millisecond }})
+	u, err := callgen.NewUAC(callgen.NewConfig(c.addr("udp")))
+	require.NoError(t, err)
+	defer u.Close()
+	d, res, err := u.Invite(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, 200, res.StatusCode)
+	// (The SDP names the node's media address: media flows to the node.)
+	require.NotContains(t, sipHeaders(res.String()), "127.0.1.", "a node address reached the carrier:\n%s", res.String())
+	require.Contains(t, d.RemoteTarget(), c.addr("udp"))
+
+	// A re-INVITE to the hidden Contact reaches the node.
+	res, err = d.Request(context.Background(), sip.INVITE, nil)
+	require.NoError(t, err)
+	require.Equal(t, 200, res.StatusCode)
+	require.NotContains(t, sipHeaders(res.String()), "127.0.1.")
+	c.waitRecord(d.CallID(), func(r fsemu.CallRecord) bool { return isSubsequence([]string{"INVITE", "ACK", "INVITE"}, r.Methods) })
+
+	// The node hangs up; its BYE reaches the carrier.
+	select {
+	case <-d.RemoteBye():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the node's BYE never reached the carrier")
+	}
+}
+
+func sipHeaders(msg string) string {
+	h, _, _ := strings.Cut(msg, "\r\n\r\n")
+	return h
 }

@@ -390,3 +390,36 @@ func TestRingingCallMovesWhenNodeDies(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 200, res.StatusCode)
 }
+
+// TestSlowNodeFailsOverWithinInviteTimeout: a node that answers slowly (no
+// 18x or final within failover.invite_timeout) loses its calls to the next
+// node after that timeout, and no call fails.
+func TestSlowNodeFailsOverWithinInviteTimeout(t *testing.T) {
+	c := startCluster(t, clusterOpts{nodes: 2, node: func(i int, cfg *fsemu.Config) {
+		if i == 0 {
+			cfg.RingDelay = 3 * time.Second // 100 Trying at once, then nothing for 3 s
+		}
+	}})
+	cfg := callgen.NewConfig(c.addr("udp"))
+	cfg.Calls, cfg.Rate = 20, 20
+	cfg.Timeout = 15 * time.Second
+	rep, err := callgen.Run(context.Background(), cfg)
+	require.NoError(t, err)
+	require.Zero(t, rep.Failed, "%+v", failures(rep))
+	moved := 0
+	for _, r := range rep.Results {
+		n, seen := c.answeredBy(r.CallID)
+		require.NotNil(t, n)
+		if seen > 1 {
+			moved++
+			require.Equal(t, "fs2", n.ID())
+			// Abandoned after invite_timeout (1 s) — or sooner, once
+			// passive failures took the node down — and answered at once
+			// by fs2: well under the slow node's 3 s.
+			require.Less(t, r.SetupTime, 2500*time.Millisecond, "call %s", r.CallID)
+		}
+	}
+	require.Positive(t, moved, "no call went to the slow node first")
+	// The slow node was CANCELled (it had sent 100 Trying): its calls end.
+	eventually(t, func() bool { return c.nodes[0].Active() == 0 }, "the slow node keeps %d calls", c.nodes[0].Active())
+}

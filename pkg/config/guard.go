@@ -47,6 +47,12 @@ type Security struct {
 	// learn nothing; over TCP and TLS the connection is refused) or
 	// reject (403 Forbidden) (default drop).
 	Untrusted string `mapstructure:"untrusted"`
+	// HideTopology keeps the nodes' addresses from carriers: their
+	// Contact (in answers and in requests toward carriers) is replaced by
+	// the balancer's address, and the Vias of requests nodes send toward
+	// carriers are removed and restored on the answers. SDP is not
+	// rewritten: media flows to the nodes directly (default false).
+	HideTopology bool `mapstructure:"hide_topology"`
 }
 
 // Limits configures flood protection and message limits.

@@ -38,6 +38,11 @@ type branch struct {
 	setupFrom time.Time
 	// final is the status of the final response relayed upstream (0: none).
 	final int
+	// hideContact: answers go to a carrier and topology hiding is on.
+	hideContact bool
+	// restoreVias are the Vias topology hiding removed from the request;
+	// they go back on the answers.
+	restoreVias []*sip.ViaHeader
 
 	// won is set once a 2xx was relayed upstream: later 2xx
 	// retransmissions are relayed too.
@@ -124,7 +129,10 @@ func (b *branch) relay(res *sip.Response) {
 		b.final = res.StatusCode
 	}
 	b.p.metrics.Response(b.in.Method, res.StatusCode, b.dir)
-	up := upstreamResponse(res, b.upDest)
+	up := upstreamResponse(res, b.upDest, b.restoreVias...)
+	if b.hideContact {
+		b.p.hideContact(up, b.in.Transport())
+	}
 	if res.StatusCode == 503 {
 		// §16.7 step 6: a 503 from downstream must not make the previous
 		// hop believe this proxy is overloaded.

@@ -66,6 +66,11 @@ func (p *Proxy) resolveDialog(req *sip.Request, r *routing) (dialogTarget, error
 		if r.strict && r.strictNext != nil {
 			t.recipient, t.dropLast = r.strictNext, true
 		}
+		if p.cfg.HideTopology {
+			if u := p.unhideTarget(req, t.dest, t.transport); u != nil {
+				t.recipient = u
+			}
+		}
 		return t, nil
 	}
 	// Toward the carrier: only a node may send that way, or the balancer
@@ -106,10 +111,19 @@ func (p *Proxy) inDialog(req *sip.Request, tx sip.ServerTransaction, mf uint32) 
 		dest:       t.dest,
 		laddr:      p.laddrFor(t.transport),
 	}
+	hide := p.cfg.HideTopology && !t.toNode
+	if hide {
+		spec.hideVias, spec.prevVia = true, nil
+	}
 	b := &branch{p: p, in: req, tx: tx, out: buildRequest(req, &spec), upDest: responseDest(req), dir: metrics.FromNode}
 	if t.toNode {
 		b.node = t.node
 		b.dir = metrics.FromCarrier
+		b.hideContact = p.cfg.HideTopology
+	}
+	if hide {
+		b.restoreVias = inboundVias(req)
+		p.hideContact(b.out, t.transport)
 	}
 	if err := b.start(); err != nil {
 		p.debug("in-dialog forward failed", zap.String("call_id", callID), zap.Error(err))
@@ -253,7 +267,14 @@ func (p *Proxy) sendAck(req *sip.Request, r *routing, mf uint32) {
 		dest:       t.dest,
 		laddr:      p.laddrFor(t.transport),
 	}
-	if err := p.cl.WriteRequest(buildRequest(req, &spec), noBuild); err != nil {
+	if p.cfg.HideTopology && !t.toNode {
+		spec.hideVias, spec.prevVia = true, nil
+	}
+	out := buildRequest(req, &spec)
+	if p.cfg.HideTopology && !t.toNode {
+		p.hideContact(out, t.transport)
+	}
+	if err := p.cl.WriteRequest(out, noBuild); err != nil {
 		p.debug("ACK forward failed", zap.String("call_id", string(*req.CallID())), zap.Error(err))
 	}
 }

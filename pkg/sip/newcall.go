@@ -84,7 +84,8 @@ func (p *Proxy) newCall(req *sip.Request, tx sip.ServerTransaction, mf uint32) {
 			p.bindAsync(session.Binding{CallID: callID, NodeID: node.ID(), Attempt: attempt,
 				Via: p.listenerFor(transport).viaSentBy})
 		}
-		b := &branch{p: p, in: req, tx: tx, out: buildRequest(req, &spec), node: node, upDest: upDest, dir: metrics.FromCarrier}
+		b := &branch{p: p, in: req, tx: tx, out: buildRequest(req, &spec), node: node, upDest: upDest, dir: metrics.FromCarrier,
+			hideContact: p.cfg.HideTopology}
 		if isInvite {
 			b.setupFrom = arrived
 		}

@@ -53,6 +53,9 @@ func (p *Proxy) fromNode(req *sip.Request, tx sip.ServerTransaction, mf uint32, 
 	if r.strict && r.strictNext != nil {
 		spec.recipient, spec.dropLast = r.strictNext, true
 	}
+	if p.cfg.HideTopology {
+		spec.hideVias, spec.prevVia = true, nil
+	}
 	dialog := createsDialog(req.Method)
 	if dialog {
 		token := p.signer.Sign(session.Token{NodeID: src.ID(), Outbound: true}, callID, tagOf(req.From().Params))
@@ -65,6 +68,10 @@ func (p *Proxy) fromNode(req *sip.Request, tx sip.ServerTransaction, mf uint32, 
 		cancelled = cancelSignal(tx)
 	}
 	b := &branch{p: p, in: req, tx: tx, out: buildRequest(req, &spec), upDest: responseDest(req), dir: metrics.FromNode}
+	if p.cfg.HideTopology {
+		b.restoreVias = inboundVias(req)
+		p.hideContact(b.out, transport)
+	}
 	if err := b.start(); err != nil {
 		p.debug("outbound forward failed", zap.String("call_id", callID), zap.String("dest", dest), zap.Error(err))
 		if dialog {

@@ -28,6 +28,7 @@ import (
 type outSpec struct {
 	via        *sip.ViaHeader
 	prevVia    *sip.ViaHeader // replacement for the inbound top Via, or nil
+	hideVias   bool           // drop every inbound Via (topology hiding)
 	dropRoutes int            // top Route entries to remove
 	dropLast   bool           // strict routing: remove the last Route
 	recipient  *sip.Uri       // new Request-URI (strict routing), or nil
@@ -62,6 +63,9 @@ func buildRequest(in *sip.Request, o *outSpec) *sip.Request {
 	for _, h := range hdrs {
 		switch v := h.(type) {
 		case *sip.ViaHeader:
+			if o.hideVias {
+				continue
+			}
 			if !seenVia {
 				seenVia = true
 				if o.prevVia != nil {
@@ -195,8 +199,10 @@ func viaDest(v *sip.ViaHeader) string {
 }
 
 // upstreamResponse copies res without its top Via (ours), for sending to
-// the previous hop. Header values are shared, not copied.
-func upstreamResponse(res *sip.Response, dest string) *sip.Response {
+// the previous hop. Header values are shared, not copied. restore, when
+// set, are the previous hops' Vias that topology hiding removed from the
+// request: they take the place of ours.
+func upstreamResponse(res *sip.Response, dest string, restore ...*sip.ViaHeader) *sip.Response {
 	out := sip.NewResponse(res.StatusCode, res.Reason)
 	out.SipVersion = res.SipVersion
 	skipped := false
@@ -204,6 +210,9 @@ func upstreamResponse(res *sip.Response, dest string) *sip.Response {
 		if !skipped {
 			if _, ok := h.(*sip.ViaHeader); ok {
 				skipped = true
+				for _, v := range restore {
+					out.AppendHeader(v)
+				}
 				continue
 			}
 		}

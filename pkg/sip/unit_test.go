@@ -233,3 +233,34 @@ Content-Length: 0
 	require.False(t, forged.hasToken)
 	require.Equal(t, 1, forged.ours, "our address is still ours to pop")
 }
+
+// TestHiddenViasComeBack: a request a node sends toward a carrier with
+// topology hiding carries only our Via; the answer gets the node's Vias
+// back, in order, in place of ours.
+func TestHiddenViasComeBack(t *testing.T) {
+	p := testProxy(t)
+	in := parseReq(t, strings.Replace(inviteRaw, "Max-Forwards: 70",
+		"Via: SIP/2.0/UDP 10.0.1.1:5060;branch=z9hG4bKnode2\nMax-Forwards: 70", 1))
+	out := buildRequest(in, &outSpec{
+		via:       newVia(p.listenerFor("UDP"), "UDP", p.br.branch(in, "BYE", 0)),
+		hideVias:  true,
+		maxFwd:    69,
+		transport: "UDP",
+		dest:      "192.0.2.10:5060",
+	})
+	vias := out.GetHeaders("Via")
+	require.Len(t, vias, 1)
+	require.Contains(t, vias[0].Value(), "10.0.0.1:5060")
+	require.NotContains(t, out.String(), "192.0.2.10:5060;branch=z9hG4bK776asdhds")
+
+	res := sip.NewResponseFromRequest(out, 200, "OK", nil)
+	up := upstreamResponse(res, "192.0.2.10:5060", inboundVias(in)...)
+	got := up.GetHeaders("Via")
+	require.Len(t, got, 2)
+	require.Contains(t, got[0].Value(), "branch=z9hG4bK776asdhds")
+	require.Contains(t, got[1].Value(), "branch=z9hG4bKnode2")
+
+	c := &sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: "mod_sofia", Host: "10.0.1.1", Port: 5060}}
+	h := p.hiddenContact(c, "UDP")
+	require.Equal(t, "<sip:mod_sofia@10.0.0.1:5060;transport=udp;sbh>", h.Value())
+}
