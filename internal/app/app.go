@@ -155,21 +155,22 @@ func New(cfg *config.Config, log *zap.Logger) (*App, error) {
 		hashHeader = h
 	}
 	a.proxy, err = sipproxy.New(sipproxy.Config{
-		Listen:        pl,
-		Advertise:     cfg.SIP.Advertise,
-		TLS:           tlsConf,
-		UserAgent:     cfg.SIP.UserAgent,
-		InviteTimeout: cfg.Failover.InviteTimeout,
-		RingTimeout:   cfg.Failover.RingTimeout,
-		MaxAttempts:   cfg.Failover.MaxAttempts,
-		FailoverCodes: cfg.Failover.Codes,
-		RetryAfter:    cfg.RetryAfterSeconds(),
-		EarlyTTL:      cfg.Session.EarlyTTL,
-		DialogTTL:     cfg.Session.DialogTTL,
-		ReleaseLinger: cfg.Session.ReleaseLinger,
-		HashHeader:    hashHeader,
-		Rehome:        cfg.Session.Rehome,
-		HideTopology:  cfg.Security.HideTopology,
+		Listen:          pl,
+		Advertise:       cfg.SIP.Advertise,
+		TLS:             tlsConf,
+		UserAgent:       cfg.SIP.UserAgent,
+		InviteTimeout:   cfg.Failover.InviteTimeout,
+		RingTimeout:     cfg.Failover.RingTimeout,
+		MaxAttempts:     cfg.Failover.MaxAttempts,
+		FailoverCodes:   cfg.Failover.Codes,
+		RetryAfter:      cfg.RetryAfterSeconds(),
+		EarlyTTL:        cfg.Session.EarlyTTL,
+		DialogTTL:       cfg.Session.DialogTTL,
+		ReleaseLinger:   cfg.Session.ReleaseLinger,
+		HashHeader:      hashHeader,
+		Rehome:          cfg.Session.Rehome,
+		HideTopology:    cfg.Security.HideTopology,
+		OverloadLatency: cfg.Limits.OverloadLatency,
 	}, sipproxy.Deps{
 		Dispatcher: a.disp,
 		Store:      a.store,
@@ -319,11 +320,11 @@ func (a *App) Close() error {
 func (a *App) UseLogLevel(l zap.AtomicLevel) { a.level = &l }
 
 // liveKeys are the configuration keys Reload applies without a restart.
-var liveKeys = []string{"nodes", "dispatcher.policy", "log.level", "trunks"}
+var liveKeys = []string{"nodes", "dispatcher.policy", "log.level", "trunks", "limits.overload_latency"}
 
 // Reload applies what can change without a restart — the node set, its
-// weights, caps, addresses and drain flags, the policy, and log.level (with
-// UseLogLevel) — from a new validated configuration. It returns the keys it
+// weights, caps, addresses and drain flags, the policy, the trunks,
+// limits.overload_latency and log.level (with UseLogLevel) — from a new validated configuration. It returns the keys it
 // applied and the keys that changed but need a restart (sip.listen,
 // admin.listen, ...), each named as in the YAML file. On error nothing
 // changed: the running configuration stays in force. Calls are never
@@ -374,6 +375,8 @@ func (a *App) Reload(cfg *config.Config) (applied, needRestart []string, err err
 		a.log.Error("trunks not applied", zap.Error(err))
 	}
 	a.cfg.Trunks = cfg.Trunks
+	a.proxy.SetOverloadLatency(cfg.Limits.OverloadLatency)
+	a.cfg.Limits.OverloadLatency = cfg.Limits.OverloadLatency
 	if setLevel {
 		a.level.SetLevel(level)
 	}

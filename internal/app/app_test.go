@@ -2,6 +2,7 @@ package app
 
 import (
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
@@ -102,6 +103,18 @@ func TestReloadAppliesLogLevel(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, applied)
 	require.Empty(t, restart)
+}
+
+func TestReloadAppliesOverloadLatency(t *testing.T) {
+	a, err := New(load(t, base), nil)
+	require.NoError(t, err)
+	defer a.Close()
+	require.Equal(t, 50*time.Millisecond, a.Proxy().OverloadLatency(), "the default")
+	applied, restart, err := a.Reload(load(t, base+"limits:\n  overload_latency: 0s\n"))
+	require.NoError(t, err)
+	require.Equal(t, []string{"limits.overload_latency"}, applied)
+	require.Empty(t, restart)
+	require.Zero(t, a.Proxy().OverloadLatency(), "shedding turned off at run time")
 }
 
 func TestReloadRejectedKeepsRunningConfig(t *testing.T) {

@@ -21,9 +21,11 @@ func (a *App) newRegistry() *prometheus.Registry {
 	metrics.RegisterStore(reg, a.storeView)
 	metrics.RegisterProxy(reg, Version, func() metrics.ProxyView {
 		return metrics.ProxyView{
-			InFlight:  a.proxy.InFlight(),
-			Draining:  a.proxy.Draining(),
-			Listeners: len(a.proxy.Listeners()),
+			InFlight:        a.proxy.InFlight(),
+			Draining:        a.proxy.Draining(),
+			Listeners:       len(a.proxy.Listeners()),
+			Overloaded:      a.proxy.Overloaded(),
+			SchedLatencyP99: a.proxy.SchedLatencyP99(),
 		}
 	})
 	return reg

@@ -43,6 +43,8 @@ type cluster struct {
 	nodes []*fsemu.Node
 	// ids maps node address to node id.
 	ids map[string]string
+	// overloadLatency is limits.overload_latency for every instance.
+	overloadLatency time.Duration
 }
 
 type clusterOpts struct {
@@ -70,6 +72,10 @@ type clusterOpts struct {
 	// session holds extra keys of the session section, indented two
 	// spaces (e.g. "  store: redis\n").
 	session string
+	// overloadLatency is limits.overload_latency. Default 0 (off), unlike
+	// the product's default: a test about something else must not shed
+	// calls because the machine running it is busy.
+	overloadLatency time.Duration
 }
 
 // startCluster starts opts.nodes fsemu nodes on 127.0.1.(i+1) and the
@@ -78,7 +84,7 @@ func startCluster(t testing.TB, opts clusterOpts) *cluster {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	c := &cluster{t: t, ids: map[string]string{}}
+	c := &cluster{t: t, ids: map[string]string{}, overloadLatency: opts.overloadLatency}
 	var nodesYAML strings.Builder
 	for i := 0; i < opts.nodes; i++ {
 		cfg := fsemu.Config{
@@ -153,6 +159,7 @@ func (c *cluster) instance(listenUDP string) *app.App {
 	yaml := c.yaml(listenUDP)
 	cfg, err := config.LoadBytes([]byte(yaml))
 	require.NoError(t, err, yaml)
+	cfg.Limits.OverloadLatency = c.overloadLatency
 	a, err := app.New(cfg, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
 	require.NoError(t, err)
 	require.NoError(t, a.Start())

@@ -211,11 +211,12 @@ func TestLoadBytesDefaults(t *testing.T) {
 		// guard.go
 		Security: Security{Untrusted: "drop"},
 		Limits: Limits{
-			Action:    "reply_503",
-			PerSource: PerSourceLimits{InviteBurst: 10, RequestBurst: 50, MaxSources: 100000},
-			Global:    GlobalLimits{InviteBurst: 100},
-			Message:   MessageLimits{MaxBytes: 16384, MaxHeaders: 100, MaxHeaderBytes: 4096, MaxVias: 70},
-			TCP:       TCPLimits{MaxConnections: 10000, MaxPerSource: 100, IdleTimeout: 3 * time.Minute, ReadTimeout: 10 * time.Second},
+			Action:          "reply_503",
+			PerSource:       PerSourceLimits{InviteBurst: 10, RequestBurst: 50, MaxSources: 100000},
+			Global:          GlobalLimits{InviteBurst: 100},
+			Message:         MessageLimits{MaxBytes: 16384, MaxHeaders: 100, MaxHeaderBytes: 4096, MaxVias: 70},
+			TCP:             TCPLimits{MaxConnections: 10000, MaxPerSource: 100, IdleTimeout: 3 * time.Minute, ReadTimeout: 10 * time.Second},
+			OverloadLatency: 50 * time.Millisecond,
 		},
 	}
 	assert.Equal(t, want, c)

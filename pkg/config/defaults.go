@@ -104,6 +104,7 @@ func defaults() Config {
 				IdleTimeout:    3 * time.Minute,
 				ReadTimeout:    10 * time.Second,
 			},
+			OverloadLatency: 50 * time.Millisecond,
 		},
 	}
 }

@@ -66,6 +66,12 @@ type Limits struct {
 	Global    GlobalLimits    `mapstructure:"global"`
 	Message   MessageLimits   `mapstructure:"message"`
 	TCP       TCPLimits       `mapstructure:"tcp"`
+	// OverloadLatency protects the balancer's own CPU: while the Go
+	// scheduler's 99th-percentile latency (how long ready work waits for
+	// a CPU, over 100 ms) exceeds it, new calls get 503 with Retry-After
+	// so that calls already up keep their CPU; it stops below half of
+	// it. 0 turns shedding off (default 50ms).
+	OverloadLatency time.Duration `mapstructure:"overload_latency"`
 }
 
 // PerSourceLimits are token buckets per source address (per /64 for
@@ -306,6 +312,11 @@ func (c *Config) validateLimits(p *problems) {
 	}
 	if t.ReadTimeout < 0 {
 		p.add("limits.tcp.read_timeout", "must be >= 0 (0: off), got %s", t.ReadTimeout)
+	}
+	// Below a millisecond the scheduler's ordinary jitter would shed calls
+	// on an idle machine; above a few seconds transactions time out first.
+	if ol := l.OverloadLatency; ol != 0 && (ol < time.Millisecond || ol > 5*time.Second) {
+		p.add("limits.overload_latency", "must be 0 (off) or 1ms-5s, got %s", ol)
 	}
 }
 

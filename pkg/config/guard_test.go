@@ -62,6 +62,9 @@ func TestLoadBytesGuardErrors(t *testing.T) {
 		{"tcp negative", node + "limits: {tcp: {max_connections: -1}}", "limits.tcp.max_connections: must be >= 0, got -1"},
 		{"idle timeout", node + "limits: {tcp: {idle_timeout: -1s}}", "limits.tcp.idle_timeout: must be >= 0 (0: off), got -1s"},
 		{"read timeout", node + "limits: {tcp: {read_timeout: 10}}", "limits.tcp.read_timeout: want a duration such as 1s, got 10"},
+		{"overload latency tiny", node + "limits: {overload_latency: 100us}", "limits.overload_latency: must be 0 (off) or 1ms-5s, got 100µs"},
+		{"overload latency huge", node + "limits: {overload_latency: 1m}", "limits.overload_latency: must be 0 (off) or 1ms-5s, got 1m0s"},
+		{"overload latency negative", node + "limits: {overload_latency: -1ms}", "limits.overload_latency: must be 0 (off) or 1ms-5s, got -1ms"},
 
 		// sip.tls.reload_check
 		{"tls reload check", node + "sip: {tls: {reload_check: -1s}}", "sip.tls.reload_check: must be >= 0 (0: never reload), got -1s"},
@@ -96,6 +99,7 @@ limits:
   global: {invite_rate: 400}
   message: {max_bytes: 0, max_vias: 0}
   tcp: {idle_timeout: 0s, max_connections: 0}
+  overload_latency: 0s
 `))
 	require.NoError(t, err)
 	assert.Equal(t, []Trunk{

@@ -222,11 +222,16 @@ type ProxyView struct {
 	InFlight  int64
 	Draining  bool
 	Listeners int
+	// Overloaded: new calls are shed for lack of CPU.
+	Overloaded bool
+	// SchedLatencyP99 is the Go scheduler's 99th-percentile latency over
+	// the last 100 ms.
+	SchedLatencyP99 time.Duration
 }
 
 type proxyCollector struct {
-	read                         func() ProxyView
-	inflight, draining, listener *prometheus.Desc
+	read                                               func() ProxyView
+	inflight, draining, listener, overloaded, schedP99 *prometheus.Desc
 }
 
 // RegisterProxy registers the proxy's state gauges and build information.
@@ -237,10 +242,12 @@ func RegisterProxy(reg prometheus.Registerer, version string, read func() ProxyV
 	})
 	info.Set(1)
 	reg.MustRegister(info, &proxyCollector{
-		read:     read,
-		inflight: prometheus.NewDesc(Namespace+"_sip_inflight_requests", "Requests being handled (an INVITE counts until its final answer).", nil, nil),
-		draining: prometheus.NewDesc(Namespace+"_draining", "1 while the instance drains: new calls are refused, in-dialog requests go on.", nil, nil),
-		listener: prometheus.NewDesc(Namespace+"_sip_listeners", "SIP sockets served.", nil, nil),
+		read:       read,
+		inflight:   prometheus.NewDesc(Namespace+"_sip_inflight_requests", "Requests being handled (an INVITE counts until its final answer).", nil, nil),
+		draining:   prometheus.NewDesc(Namespace+"_draining", "1 while the instance drains: new calls are refused, in-dialog requests go on.", nil, nil),
+		listener:   prometheus.NewDesc(Namespace+"_sip_listeners", "SIP sockets served.", nil, nil),
+		overloaded: prometheus.NewDesc(Namespace+"_overloaded", "1 while new calls are refused because the balancer's CPU is saturated (limits.overload_latency).", nil, nil),
+		schedP99:   prometheus.NewDesc(Namespace+"_sched_latency_p99_seconds", "99th percentile of how long ready work waited for a CPU over the last 100 ms (Go scheduler latency).", nil, nil),
 	})
 }
 
@@ -248,15 +255,22 @@ func (c *proxyCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.inflight
 	ch <- c.draining
 	ch <- c.listener
+	ch <- c.overloaded
+	ch <- c.schedP99
 }
 
 func (c *proxyCollector) Collect(ch chan<- prometheus.Metric) {
 	v := c.read()
-	d := 0.0
-	if v.Draining {
-		d = 1
-	}
 	ch <- prometheus.MustNewConstMetric(c.inflight, prometheus.GaugeValue, float64(v.InFlight))
-	ch <- prometheus.MustNewConstMetric(c.draining, prometheus.GaugeValue, d)
+	ch <- prometheus.MustNewConstMetric(c.draining, prometheus.GaugeValue, boolGauge(v.Draining))
 	ch <- prometheus.MustNewConstMetric(c.listener, prometheus.GaugeValue, float64(v.Listeners))
+	ch <- prometheus.MustNewConstMetric(c.overloaded, prometheus.GaugeValue, boolGauge(v.Overloaded))
+	ch <- prometheus.MustNewConstMetric(c.schedP99, prometheus.GaugeValue, v.SchedLatencyP99.Seconds())
+}
+
+func boolGauge(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -32,6 +32,10 @@ func (p *Proxy) newCall(req *sip.Request, tx sip.ServerTransaction, mf uint32) {
 		p.reject(req, tx, p.drainingRejection())
 		return
 	}
+	if isInvite && p.Overloaded() {
+		p.reject(req, tx, &rejection{code: 503, reason: "Service Unavailable", label: "overload", hdrs: []sip.Header{p.retryAfter}})
+		return
+	}
 	var cancelled <-chan struct{}
 	if isInvite {
 		// At once, so that the carrier stops retransmitting while we pick.

@@ -57,6 +57,11 @@ type Config struct {
 	// HideTopology keeps nodes' addresses from carriers (topology.go).
 	HideTopology bool
 
+	// OverloadLatency sheds new calls with 503 while the Go scheduler's
+	// 99th-percentile latency exceeds it (overload.go); 0 turns shedding
+	// off.
+	OverloadLatency time.Duration
+
 	// Rehome gives the calls of a node that is down to another node (pools
 	// whose nodes share a database and recover each other's calls). Needs
 	// a store that implements session.Rehomer.
@@ -120,6 +125,9 @@ type Proxy struct {
 	// downSignals holds, per node ID, a channel closed the next time the
 	// node is declared down (NodeDown).
 	downSignals sync.Map
+
+	overload *overload
+	stopBg   context.CancelFunc
 
 	draining atomic.Bool
 	inflight atomic.Int64 // requests being handled
@@ -192,7 +200,9 @@ func New(cfg Config, deps Deps) (*Proxy, error) {
 		byNetwork:  make(map[string]*listener),
 		retryAfter: sip.NewHeader("Retry-After", strconv.Itoa(cfg.RetryAfter)),
 		serverHdr:  sip.NewHeader("Server", cfg.UserAgent),
+		overload:   &overload{log: log.Named("sip")},
 	}
+	p.overload.threshold.Store(int64(cfg.OverloadLatency))
 	if cfg.Rehome {
 		r, ok := deps.Store.(session.Rehomer)
 		if !ok {
@@ -240,6 +250,9 @@ func (p *Proxy) Start() error {
 		}
 	}
 	p.self = newSelfSet(p.listeners)
+	bgCtx, stopBg := context.WithCancel(context.Background())
+	p.stopBg = stopBg
+	go p.overload.run(bgCtx)
 
 	uaOpts := []sipgo.UserAgentOption{
 		sipgo.WithUserAgent(p.cfg.UserAgent),
@@ -350,6 +363,9 @@ func (p *Proxy) InFlight() int64 { return p.inflight.Load() }
 func (p *Proxy) Close() error {
 	if p.closed.Swap(true) {
 		return nil
+	}
+	if p.stopBg != nil {
+		p.stopBg()
 	}
 	p.closeListeners()
 	var err error

@@ -264,3 +264,30 @@ func TestHiddenViasComeBack(t *testing.T) {
 	h := p.hiddenContact(c, "UDP")
 	require.Equal(t, "<sip:mod_sofia@10.0.0.1:5060;transport=udp;sbh>", h.Value())
 }
+
+func TestDeltaQuantile(t *testing.T) {
+	buckets := []float64{0, 0.001, 0.01, 0.1, 1}
+	prev := []uint64{0, 0, 0, 0}
+	tests := []struct {
+		name      string
+		cur, prev []uint64
+		q         float64
+		want      float64
+		ok        bool
+	}{
+		{"no observations", prev, prev, 0.99, 0, false},
+		// 98 fast (under 1 ms), 2 slow (10-100 ms): p99 is in the slow bucket.
+		{"p99 slow", []uint64{98, 0, 2, 0}, prev, 0.99, 0.1, true},
+		{"median fast", []uint64{98, 0, 2, 0}, prev, 0.5, 0.001, true},
+		// Only the difference counts: the slow ones were before.
+		{"difference only", []uint64{198, 0, 2, 0}, []uint64{98, 0, 2, 0}, 0.99, 0.001, true},
+		{"nothing new", []uint64{98, 0, 2, 0}, []uint64{98, 0, 2, 0}, 0.99, 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := deltaQuantile(tt.cur, tt.prev, buckets, tt.q)
+			require.Equal(t, tt.ok, ok)
+			require.Equal(t, tt.want, got)
+		})
+	}
+}
