@@ -5,7 +5,7 @@ PKGS    := ./...
 # Fuzzing time per target for `make fuzz`.
 FUZZTIME ?= 20s
 
-.PHONY: all build test test-short deps vet fmt-check lint demo bench bench-sipp fuzz clean
+.PHONY: all build test test-short deps vet fmt-check lint demo bench bench-sipp bench-compare fuzz clean
 
 all: build
 
@@ -43,6 +43,14 @@ bench:
 
 bench-sipp: build deps
 	@./benchmarks/run-sipp.sh
+
+# sipbalancer and Kamailio's dispatcher side by side (same backends, same
+# sipp caller, stepped rates, repeats); installs kamailio and sipp when
+# missing and run as root. Long: about 25 minutes with the defaults. Settings
+# (see benchmarks/README.md) from the environment or the command line, e.g.
+# make bench-compare REPEATS=1 ONLY=ours RATES="500 1000".
+bench-compare: build
+	@./benchmarks/bench-compare.sh
 
 fuzz:
 	@./scripts/fuzz.sh $(FUZZTIME)
