@@ -78,6 +78,7 @@ type Recorder struct {
 	dispatches     *prometheus.CounterVec
 	failovers      *prometheus.CounterVec
 	allUnavailable prometheus.Counter
+	reordered      prometheus.Counter
 	rejected       *prometheus.CounterVec
 	setup          prometheus.Histogram
 	outcomes       *prometheus.CounterVec
@@ -109,6 +110,10 @@ func NewRecorder(reg prometheus.Registerer) *Recorder {
 		Namespace: Namespace, Name: "dispatch_all_unavailable_total",
 		Help: "New calls answered 503 because no node could take them (none available, or every candidate failed).",
 	})
+	r.reordered = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: Namespace, Subsystem: "sip", Name: "ringing_reordered_total",
+		Help: "18x responses that reached the INVITE transaction after the final response (concurrent handling) and were relayed before it.",
+	})
 	r.rejected = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: Namespace, Subsystem: "sip", Name: "rejected_total",
 		Help: "Requests the balancer refused itself, by reason (malformed, max_forwards, loop, no_dialog, not_a_node, draining, ...).",
@@ -126,7 +131,7 @@ func NewRecorder(reg prometheus.Registerer) *Recorder {
 		Namespace: Namespace, Subsystem: "node", Name: "state_changes_total",
 		Help: "Node state changes, by node, new state and reason.",
 	}, []string{"node", "state", "reason"})
-	reg.MustRegister(reqs, resps, r.dispatches, r.failovers, r.allUnavailable, r.rejected, r.setup, r.outcomes, r.stateChanges)
+	reg.MustRegister(reqs, resps, r.dispatches, r.failovers, r.allUnavailable, r.reordered, r.rejected, r.setup, r.outcomes, r.stateChanges)
 
 	n := len(methods) + 1
 	r.requests = make([][2]prometheus.Counter, n)
@@ -203,6 +208,15 @@ func (r *Recorder) Rejected(reason string) {
 		return
 	}
 	r.rejected.WithLabelValues(reason).Inc()
+}
+
+// RingingRecovered counts an 18x relayed before the final response it had
+// fallen behind.
+func (r *Recorder) RingingRecovered() {
+	if r == nil {
+		return
+	}
+	r.reordered.Inc()
 }
 
 // CallSetup observes the time to the first 18x or 2xx.

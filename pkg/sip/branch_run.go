@@ -50,6 +50,14 @@ type branch struct {
 	// orphanAck is our own ACK for a 2xx that arrived on an abandoned
 	// branch; 2xx retransmissions get it again.
 	orphanAck atomic.Pointer[sip.Request]
+
+	// viaBranch is the branch of our Via on an INVITE (empty otherwise):
+	// the key under which the branch is in Proxy.liveInvites while it
+	// waits for its final response.
+	viaBranch string
+	// early is the last 18x the transport read for this INVITE, in socket
+	// order (Proxy.onWire): see recoverRinging.
+	early atomic.Pointer[sip.Response]
 }
 
 type outcome int
@@ -91,8 +99,15 @@ func (b *branch) start() error {
 		ctx, cancel = context.WithTimeout(ctx, b.p.cfg.InviteTimeout)
 		defer cancel()
 	}
+	if b.out.IsInvite() {
+		// Registered before anything is sent: the 18x may come back
+		// before TransactionRequest returns.
+		b.viaBranch = topBranch(b.out)
+		b.p.liveInvites.Store(b.viaBranch, b)
+	}
 	clTx, err := b.p.cl.TransactionRequest(ctx, b.out, noBuild)
 	if err != nil {
+		b.unregister()
 		return err
 	}
 	b.clTx = clTx
@@ -117,6 +132,36 @@ func (b *branch) onRetransmission(res *sip.Response) {
 	if ack := b.orphanAck.Load(); ack != nil {
 		_ = b.p.cl.WriteRequest(ack, noBuild)
 	}
+}
+
+func (b *branch) unregister() {
+	if b.viaBranch != "" {
+		b.p.liveInvites.Delete(b.viaBranch)
+	}
+}
+
+// recoverRinging relays an 18x that sipgo lost behind the final response
+// just received, and reports whether there was one. sipgo handles every message it
+// reads in a goroutine of its own, so an 18x and the 2xx that follows it
+// within a millisecond (an auto-answering node, a loaded balancer) can reach
+// the client transaction in reverse order; the transaction is then past
+// Proceeding and drops the 18x: the caller would never hear ringing, and a
+// failover code after ringing would be taken for an unanswered call. The
+// transport's own handler (onWire) sees messages in socket order and kept
+// the 18x for us; relaying it before the final restores the order the node
+// sent.
+func (b *branch) recoverRinging() bool {
+	if b.gotRinging || b.viaBranch == "" {
+		return false
+	}
+	r := b.early.Load()
+	if r == nil {
+		return false
+	}
+	b.gotProvisional, b.gotRinging = true, true
+	b.p.metrics.RingingRecovered()
+	b.relay(r)
+	return true
 }
 
 // relay sends res (from the branch) upstream on the server transaction.
@@ -160,11 +205,15 @@ func (b *branch) run(o runOpts) (outcome, string) {
 			ringTimer.Stop()
 		}
 	}()
+	defer b.unregister()
 	txDone := b.tx.Done()
 	for {
 		select {
 		case res := <-b.clTx.Responses():
 			code := res.StatusCode
+			if code >= 200 && b.recoverRinging() && b.node != nil && b.p.passv != nil {
+				b.p.passv.InviteAnswered(b.node.ID())
+			}
 			if code < 200 {
 				b.gotProvisional = true
 				if code == 100 {

@@ -171,7 +171,13 @@ func (p *Proxy) dialogError(req *sip.Request, tx sip.ServerTransaction, err erro
 // left alone.
 func (p *Proxy) onWire(msg sip.Message) {
 	req, ok := msg.(*sip.Request)
-	if !ok || req.Method != sip.ACK {
+	if !ok {
+		if res, ok := msg.(*sip.Response); ok {
+			p.noteRinging(res)
+		}
+		return
+	}
+	if req.Method != sip.ACK {
 		return
 	}
 	if !p.admit(req, nil) {
@@ -195,6 +201,26 @@ func (p *Proxy) onWire(msg sip.Message) {
 		}
 	}
 	p.forwardAck(req)
+}
+
+// noteRinging gives an 18x to the INVITE branch it answers, in the order
+// the transport read it (see branch.recoverRinging). It runs in the
+// transport's reader: a map lookup, nothing else.
+func (p *Proxy) noteRinging(res *sip.Response) {
+	if res.StatusCode <= 100 || res.StatusCode >= 200 {
+		return
+	}
+	if c := res.CSeq(); c == nil || c.MethodName != sip.INVITE {
+		return
+	}
+	v := res.Via()
+	if v == nil {
+		return
+	}
+	id, _ := v.Params.Get("branch")
+	if b, ok := p.liveInvites.Load(id); ok {
+		b.(*branch).early.Store(res)
+	}
 }
 
 // trackInvite remembers the branch of an INVITE server transaction until

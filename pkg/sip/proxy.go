@@ -119,6 +119,10 @@ type Proxy struct {
 	retryAfter    sip.Header
 	serverHdr     sip.Header
 
+	// liveInvites holds our INVITE client branches (by the branch of our
+	// Via) until their final response: onWire gives them their 18x in
+	// socket order (branch.recoverRinging).
+	liveInvites sync.Map
 	// inviteBranches holds the top-Via branches of INVITE server
 	// transactions that may still see an ACK for a non-2xx final.
 	inviteBranches sync.Map

@@ -291,3 +291,58 @@ func TestDeltaQuantile(t *testing.T) {
 		})
 	}
 }
+
+func TestOverloadGate(t *testing.T) {
+	const limit = 0.050
+	hot, warm, calm := 0.060, 0.040, 0.010
+	tests := []struct {
+		name    string
+		samples []float64
+		limit   float64
+		want    []bool // shedding after each sample
+	}{
+		{"one spike is not overload", []float64{hot, calm, hot, hot, calm}, limit,
+			[]bool{false, false, false, false, false}},
+		{"sustained overload sheds", []float64{hot, hot, hot, hot}, limit,
+			[]bool{false, false, true, true}},
+		// Between half the limit and the limit: neither calm nor hot.
+		{"warm keeps shedding", append([]float64{hot, hot, hot}, repeatSample(warm, 12)...), limit,
+			append([]bool{false, false, true}, repeatBool(true, 12)...)},
+		{"a calm second ends it", append([]float64{hot, hot, hot}, repeatSample(calm, 10)...), limit,
+			append(append([]bool{false, false, true}, repeatBool(true, 9)...), false)},
+		// A warm sample restarts the count of calm ones.
+		{"calm must be unbroken", append(append([]float64{hot, hot, hot}, repeatSample(calm, 9)...), warm, calm), limit,
+			append([]bool{false, false, true}, repeatBool(true, 11)...)},
+		{"off never sheds", []float64{hot, hot, hot, hot}, 0,
+			[]bool{false, false, false, false}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var g gate
+			got := make([]bool, 0, len(tt.samples))
+			for _, s := range tt.samples {
+				was := g.shedding
+				changed := g.step(s, tt.limit)
+				require.Equal(t, was != g.shedding, changed)
+				got = append(got, g.shedding)
+			}
+			require.Equal(t, tt.want, got)
+		})
+	}
+}
+
+func repeatSample(v float64, n int) []float64 {
+	out := make([]float64, n)
+	for i := range out {
+		out[i] = v
+	}
+	return out
+}
+
+func repeatBool(v bool, n int) []bool {
+	out := make([]bool, n)
+	for i := range out {
+		out[i] = v
+	}
+	return out
+}
