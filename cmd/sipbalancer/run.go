@@ -9,6 +9,8 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -153,16 +155,61 @@ func reloader(a *app.App, path string, log *zap.Logger) admin.ReloadFunc {
 // defaultGCPercent is the garbage collector's target when GOGC is not set.
 // Forwarding SIP allocates a lot of short-lived memory (sipgo parses every
 // message into headers, about 45 KB per call) over a small live heap, so
-// Go's default of 100 collects very often: measured with
-// BenchmarkProxyCall, 200 takes about 15 % less CPU per call than 100, and
-// 400 or 800 no less than 200 (benchmarks/RESULTS.md). The heap may grow to
-// three times the live data. GOGC and GOMEMLIMIT in the environment win.
-const defaultGCPercent = 200
+// Go's default of 100 collects very often and marks the same live heap
+// each time. Measured under sipp load (benchmarks/RESULTS.md, "Garbage
+// collector"), 400 costs less CPU per call than 200 and 100 and carries a
+// higher rate. The heap may grow to five times the live data; the memory
+// limit below keeps that within the machine.
+const defaultGCPercent = 400
 
+// memoryLimitShare is the part of the machine's (or the cgroup's) memory
+// the Go heap is held to when GOMEMLIMIT is not set: near it the collector
+// works harder instead of growing the heap further.
+const memoryLimitShare = 0.5
+
+// tuneGC applies the defaults above; GOGC and GOMEMLIMIT in the
+// environment win.
 func tuneGC(log *zap.Logger) {
-	if os.Getenv("GOGC") != "" {
-		return
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(defaultGCPercent)
+		log.Debug("garbage collector target set", zap.Int("gogc", defaultGCPercent))
 	}
-	debug.SetGCPercent(defaultGCPercent)
-	log.Debug("garbage collector target set", zap.Int("gogc", defaultGCPercent))
+	if os.Getenv("GOMEMLIMIT") == "" {
+		if total, ok := availableMemory("/sys/fs/cgroup/memory.max", "/proc/meminfo"); ok {
+			limit := int64(float64(total) * memoryLimitShare)
+			debug.SetMemoryLimit(limit)
+			log.Debug("heap memory limit set", zap.Int64("bytes", limit))
+		}
+	}
+}
+
+// availableMemory is the cgroup v2 memory limit when one is set, else the
+// machine's MemTotal, in bytes.
+func availableMemory(cgroupMax, meminfo string) (uint64, bool) {
+	if b, err := os.ReadFile(cgroupMax); err == nil {
+		if v, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64); err == nil && v > 0 {
+			return v, true
+		}
+		// "max": no limit.
+	}
+	b, err := os.ReadFile(meminfo)
+	if err != nil {
+		return 0, false
+	}
+	for line := range strings.Lines(string(b)) {
+		rest, ok := strings.CutPrefix(line, "MemTotal:")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) != 2 || f[1] != "kB" {
+			return 0, false
+		}
+		kb, err := strconv.ParseUint(f[0], 10, 64)
+		if err != nil || kb == 0 {
+			return 0, false
+		}
+		return kb * 1024, true
+	}
+	return 0, false
 }

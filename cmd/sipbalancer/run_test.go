@@ -202,3 +202,33 @@ func TestRunFailsOnBusyAdminPort(t *testing.T) {
 	require.Contains(t, stderr.String(), "admin.listen")
 	require.Contains(t, stderr.String(), "address already in use")
 }
+
+func TestAvailableMemory(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(p, []byte(content), 0o644))
+		return p
+	}
+	meminfo := write("meminfo", "MemTotal:       24598812 kB\nMemFree:        1000 kB\n")
+	tests := []struct {
+		name            string
+		cgroup, meminfo string
+		want            uint64
+		ok              bool
+	}{
+		{"cgroup limit", write("limited", "2147483648\n"), meminfo, 2 << 30, true},
+		{"cgroup without limit", write("max", "max\n"), meminfo, 24598812 * 1024, true},
+		{"no cgroup file", filepath.Join(dir, "absent"), meminfo, 24598812 * 1024, true},
+		{"nothing readable", filepath.Join(dir, "absent"), filepath.Join(dir, "absent2"), 0, false},
+		{"meminfo without MemTotal", write("max2", "max\n"), write("odd", "MemFree: 1 kB\n"), 0, false},
+		{"meminfo in other units", write("max3", "max\n"), write("mb", "MemTotal: 1024 MB\n"), 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := availableMemory(tt.cgroup, tt.meminfo)
+			require.Equal(t, tt.ok, ok)
+			require.Equal(t, tt.want, got)
+		})
+	}
+}

@@ -32,7 +32,7 @@ package e2e
 //
 //	msg         §         RFC                              balancer                                   verdict
 //	wsinv       3.1.1.1   valid: forward                   400 from sipgo itself (stateless)          sipgo limitation: LWS around ";tag=" makes the To tag key
-//	                                                                                                   "tag "; the transaction key fails (sipgo-notes §5)
+//	                                                                                                   "tag "; the transaction key fails (a sipgo parser limitation)
 //	intmeth     3.1.1.2   valid: forward                   400 CSeq Method Mismatch (balancer)        sipgo limitation: the request-line method is upper-cased,
 //	                                                                                                   CSeq's is not; forwarding the altered method would be
 //	                                                                                                   worse (methods are case-sensitive)
@@ -73,7 +73,7 @@ package e2e
 //	insuf       3.3.1     400                              400 Missing Required Header (balancer)     ok
 //	unkscm      3.3.2     416                              416 (balancer; UDP and TCP)                ok
 //	novelsc     3.3.3     416 (or 404)                     dropped; TCP connection closed             sipgo limitation: "soap.beep:" is an invalid URI scheme
-//	                                                                                                   to its parser (sipgo-notes §5)
+//	                                                                                                   to its parser (a sipgo parser limitation)
 //	unksm2      3.3.4     proxy: forward; registrar: 400   400 Bad To (balancer)                      deviation in pkg/sip: checkRequest refuses a non-SIP
 //	                                                                                                   To; the node, a registrar, would answer 400 anyway
 //	bext01      3.3.5     420 with Unsupported             420 Bad Extension (balancer)               ok

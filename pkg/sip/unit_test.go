@@ -41,7 +41,7 @@ func testProxy(t testing.TB) *Proxy {
 	return p
 }
 
-func parseReq(t *testing.T, raw string) *sip.Request {
+func parseReq(t testing.TB, raw string) *sip.Request {
 	t.Helper()
 	raw = strings.ReplaceAll(strings.ReplaceAll(strings.TrimLeft(raw, "\n"), "\r\n", "\n"), "\n", "\r\n")
 	msg, err := sip.NewParser().ParseSIP([]byte(raw))
