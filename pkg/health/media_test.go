@@ -157,17 +157,17 @@ func TestCheckerMedia(t *testing.T) {
 	// The probe in flight when the echo stopped may have passed; then
 	// threshold more probes, each started interval after the last.
 	assert.LessOrEqual(t, ch.At.Sub(off), interval*threshold+time.Second, "down within interval × threshold")
+	// The status is published just after the change is announced.
+	waitStatus(t, c, "media down in the status", func(st NodeStatus) bool { return st.Media != nil && st.Media.Down })
 	st, _ := c.NodeStatus("fs1")
-	require.NotNil(t, st.Media)
-	assert.True(t, st.Media.Down)
 	assert.Equal(t, "no_rtp", st.Media.Result)
 	assert.Equal(t, 1.0, st.Media.Loss)
 
 	n.SetEchoEnabled(true)
 	ch = nextChange(t, changes)
 	assert.Equal(t, dispatcher.StateUp, ch.To)
+	waitStatus(t, c, "media up in the status", func(st NodeStatus) bool { return st.Media != nil && !st.Media.Down })
 	st, _ = c.NodeStatus("fs1")
-	assert.False(t, st.Media.Down)
 	assert.Zero(t, st.Media.Loss)
 	assert.Positive(t, st.Media.RTT)
 	assert.GreaterOrEqual(t, st.Media.Probes["no_rtp"], uint64(threshold))
