@@ -50,6 +50,10 @@ type branch struct {
 	// orphanAck is our own ACK for a 2xx that arrived on an abandoned
 	// branch; 2xx retransmissions get it again.
 	orphanAck atomic.Pointer[sip.Request]
+	// ackMu serialises sends of orphanAck: sipgo writes into a request as
+	// it sends it (its remote address), and a 2xx retransmission may ask
+	// for the ACK while endOrphan is still sending it.
+	ackMu sync.Mutex
 
 	// viaBranch is the branch of our Via on an INVITE (empty otherwise):
 	// the key under which the branch is in Proxy.liveInvites while it
@@ -130,7 +134,9 @@ func (b *branch) onRetransmission(res *sip.Response) {
 		return
 	}
 	if ack := b.orphanAck.Load(); ack != nil {
+		b.ackMu.Lock()
 		_ = b.p.cl.WriteRequest(ack, noBuild)
+		b.ackMu.Unlock()
 	}
 }
 
@@ -453,7 +459,10 @@ func (p *Proxy) endOrphan(b *branch, res *sip.Response) {
 	if !b.orphanAck.CompareAndSwap(nil, ack) {
 		return
 	}
-	if err := p.cl.WriteRequest(ack, noBuild); err != nil {
+	b.ackMu.Lock()
+	err := p.cl.WriteRequest(ack, noBuild)
+	b.ackMu.Unlock()
+	if err != nil {
 		p.debug("orphan ACK failed", zap.Error(err))
 	}
 	bye := mk(sip.BYE, out.CSeq().SeqNo+1)
