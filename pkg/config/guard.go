@@ -68,9 +68,10 @@ type Limits struct {
 	TCP       TCPLimits       `mapstructure:"tcp"`
 	// OverloadLatency protects the balancer's own CPU: while the Go
 	// scheduler's 99th-percentile latency (how long ready work waits for
-	// a CPU, over 100 ms) exceeds it, new calls get 503 with Retry-After
-	// so that calls already up keep their CPU; it stops below half of
-	// it. 0 turns shedding off (default 50ms).
+	// a CPU, over 100 ms) exceeds it in three samples in a row, new calls
+	// get 503 with Retry-After so that calls already up keep their CPU; it
+	// stops after a second below half of it. 0 turns shedding off (default
+	// 50ms).
 	OverloadLatency time.Duration `mapstructure:"overload_latency"`
 }
 
