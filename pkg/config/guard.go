@@ -207,18 +207,7 @@ func (c *Config) validateTrunks(p *problems) {
 	names := make(map[string]int)
 	for i, t := range c.Trunks {
 		key := fmt.Sprintf("trunks[%d]", i)
-		switch {
-		case t.Name == "":
-			p.add(key+".name", "required")
-		case !validNodeID(t.Name):
-			p.add(key+".name", "%q must be 1-64 characters of A-Z, a-z, 0-9, _ and -", t.Name)
-		default:
-			if j, dup := names[t.Name]; dup {
-				p.add(key+".name", "duplicate name %q (also trunks[%d])", t.Name, j)
-			} else {
-				names[t.Name] = i
-			}
-		}
+		p.uniqueName("trunks", i, "name", t.Name, names)
 		if len(t.Sources) == 0 {
 			p.add(key+".sources", "at least one CIDR or address is required")
 		}

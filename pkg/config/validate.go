@@ -49,6 +49,25 @@ func (p *problems) add(key, format string, args ...any) {
 	*p = append(*p, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
 }
 
+// uniqueName checks the identifier value of entry i of list (its key
+// field, e.g. nodes[i].id): present, 1-64 characters of the node ID
+// alphabet, and not used by an earlier entry (seen maps names to indexes).
+func (p *problems) uniqueName(list string, i int, field, value string, seen map[string]int) {
+	key := fmt.Sprintf("%s[%d].%s", list, i, field)
+	switch {
+	case value == "":
+		p.add(key, "required")
+	case !validNodeID(value):
+		p.add(key, "%q must be 1-64 characters of A-Z, a-z, 0-9, _ and -", value)
+	default:
+		if j, dup := seen[value]; dup {
+			p.add(key, "duplicate %s %q (also %s[%d])", field, value, list, j)
+		} else {
+			seen[value] = i
+		}
+	}
+}
+
 func (p *problems) atLeast(key string, v, least int) {
 	if v < least {
 		p.add(key, "must be >= %d, got %d", least, v)
@@ -108,18 +127,7 @@ func (c *Config) validateNodes(p *problems) {
 	addrs := make(map[NodeAddr]int)
 	for i, n := range c.Nodes {
 		key := fmt.Sprintf("nodes[%d]", i)
-		switch {
-		case n.ID == "":
-			p.add(key+".id", "required")
-		case !validNodeID(n.ID):
-			p.add(key+".id", "%q must be 1-64 characters of A-Z, a-z, 0-9, _ and -", n.ID)
-		default:
-			if j, dup := ids[n.ID]; dup {
-				p.add(key+".id", "duplicate id %q (also nodes[%d])", n.ID, j)
-			} else {
-				ids[n.ID] = i
-			}
-		}
+		p.uniqueName("nodes", i, "id", n.ID, ids)
 
 		if n.SIP == "" {
 			p.add(key+".sip", "required")
