@@ -40,27 +40,39 @@ func BenchmarkProxyCall(b *testing.B) {
 func benchProxy(tb testing.TB) (*Proxy, *rawUAC, func()) {
 	tb.Helper()
 	uas := newRawUAS(tb, "127.0.6.1:0")
-	pol, err := dispatcher.NewPolicy("weighted_round_robin")
-	require.NoError(tb, err)
-	d, err := dispatcher.New(pol, []dispatcher.Spec{
-		{ID: "n1", Host: "127.0.6.1", Addr: netip.MustParseAddrPort(uas.addr()), Transport: "UDP", Weight: 1},
-	})
-	require.NoError(tb, err)
-	signer, _ := session.NewSigner([]byte("bench"))
-	store := session.NewMemory(session.MemoryOptions{})
-	p, err := New(Config{
+	p, stop := singleNodeProxy(tb, uas.addr(), Config{
 		Listen:        []Listen{{Network: "udp", Addr: "127.0.0.1:0"}},
 		InviteTimeout: 2 * time.Second, MaxAttempts: 2,
-		EarlyTTL: time.Minute, DialogTTL: time.Hour, ReleaseLinger: time.Second,
-	}, Deps{Dispatcher: d, Store: store, Signer: signer, Secret: []byte("bench")})
-	require.NoError(tb, err)
-	require.NoError(tb, p.Start())
+	})
 	uac := newRawUAC(tb, p.Addr("udp"))
 	return p, uac, func() {
-		p.Close()
-		store.Close()
+		stop()
 		uac.conn.Close()
 		uas.conn.Close()
+	}
+}
+
+// singleNodeProxy starts a proxy with cfg (its listeners, timeouts and
+// sockets; dialog timers are filled in) in front of one UDP node at
+// nodeAddr, with a memory store. stop closes both.
+func singleNodeProxy(tb testing.TB, nodeAddr string, cfg Config) (p *Proxy, stop func()) {
+	tb.Helper()
+	pol, err := dispatcher.NewPolicy("weighted_round_robin")
+	require.NoError(tb, err)
+	ap := netip.MustParseAddrPort(nodeAddr)
+	d, err := dispatcher.New(pol, []dispatcher.Spec{
+		{ID: "n1", Host: ap.Addr().String(), Addr: ap, Transport: "UDP", Weight: 1},
+	})
+	require.NoError(tb, err)
+	signer, _ := session.NewSigner([]byte("test"))
+	store := session.NewMemory(session.MemoryOptions{})
+	cfg.EarlyTTL, cfg.DialogTTL, cfg.ReleaseLinger = time.Minute, time.Hour, time.Second
+	p, err = New(cfg, Deps{Dispatcher: d, Store: store, Signer: signer, Secret: []byte("test")})
+	require.NoError(tb, err)
+	require.NoError(tb, p.Start())
+	return p, func() {
+		p.Close()
+		store.Close()
 	}
 }
 
@@ -145,6 +157,11 @@ func (u *rawUAS) respond(out, req []byte, status string, rr, sdp bool) []byte {
 		out = append(out, u.addr()...)
 		out = append(out, ">\r\n"...)
 	}
+	return appendBody(out, sdp)
+}
+
+// appendBody ends a message: the SDP body with its headers, or none.
+func appendBody(out []byte, sdp bool) []byte {
 	if sdp {
 		out = append(out, "Content-Type: application/sdp\r\nContent-Length: "...)
 		out = strconv.AppendInt(out, int64(len(sdpBody)), 10)
@@ -274,13 +291,7 @@ func (u *rawUAC) request(out []byte, method, ruri, id, cseq, toTag string, route
 	out = append(out, "\r\nContact: <sip:uac@"...)
 	out = append(out, local...)
 	out = append(out, ">\r\n"...)
-	if sdp {
-		out = append(out, "Content-Type: application/sdp\r\nContent-Length: "...)
-		out = strconv.AppendInt(out, int64(len(sdpBody)), 10)
-		out = append(out, "\r\n\r\n"...)
-		return append(out, sdpBody...)
-	}
-	return append(out, "Content-Length: 0\r\n\r\n"...)
+	return appendBody(out, sdp)
 }
 
 // parseDialog takes the To tag, Contact and Record-Route (reversed into a

@@ -12,9 +12,6 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-
-	"github.com/sipbalancer/sipbalancer/pkg/dispatcher"
-	"github.com/sipbalancer/sipbalancer/pkg/session"
 )
 
 // TestNodeAnswersReachListeningSocket covers the way sipgo's own proxy
@@ -87,28 +84,12 @@ func answersProxy(tb testing.TB, nodeAddr string, udpSockets int) (*Proxy, func(
 // (readBuffer is Config.UDPReadBuffer).
 func answersProxyBuffer(tb testing.TB, nodeAddr string, udpSockets, readBuffer int) (*Proxy, func()) {
 	tb.Helper()
-	pol, err := dispatcher.NewPolicy("weighted_round_robin")
-	require.NoError(tb, err)
-	ap := netip.MustParseAddrPort(nodeAddr)
-	d, err := dispatcher.New(pol, []dispatcher.Spec{
-		{ID: "n1", Host: ap.Addr().String(), Addr: ap, Transport: "UDP", Weight: 1},
-	})
-	require.NoError(tb, err)
-	signer, _ := session.NewSigner([]byte("answers"))
-	store := session.NewMemory(session.MemoryOptions{})
-	p, err := New(Config{
+	return singleNodeProxy(tb, nodeAddr, Config{
 		Listen:        []Listen{{Network: "udp", Addr: "127.0.6.1:0"}},
 		UDPSockets:    udpSockets,
 		UDPReadBuffer: readBuffer,
 		InviteTimeout: 10 * time.Second, MaxAttempts: 1,
-		EarlyTTL: time.Minute, DialogTTL: time.Hour, ReleaseLinger: time.Second,
-	}, Deps{Dispatcher: d, Store: store, Signer: signer, Secret: []byte("answers")})
-	require.NoError(tb, err)
-	require.NoError(tb, p.Start())
-	return p, func() {
-		p.Close()
-		store.Close()
-	}
+	})
 }
 
 type nodeRequest struct {
