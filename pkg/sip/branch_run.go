@@ -147,7 +147,7 @@ func (b *branch) unregister() {
 }
 
 // recoverRinging relays an 18x that sipgo lost behind the final response
-// just received, and reports whether there was one. sipgo handles every message it
+// just received, if there was one. sipgo handles every message it
 // reads in a goroutine of its own, so an 18x and the 2xx that follows it
 // within a millisecond (an auto-answering node, a loaded balancer) can reach
 // the client transaction in reverse order; the transaction is then past
@@ -156,18 +156,26 @@ func (b *branch) unregister() {
 // transport's own handler (onWire) sees messages in socket order and kept
 // the 18x for us; relaying it before the final restores the order the node
 // sent.
-func (b *branch) recoverRinging() bool {
+func (b *branch) recoverRinging() {
 	if b.gotRinging || b.viaBranch == "" {
-		return false
+		return
 	}
 	r := b.early.Load()
 	if r == nil {
-		return false
+		return
 	}
-	b.gotProvisional, b.gotRinging = true, true
+	b.ringing()
 	b.p.metrics.RingingRecovered()
 	b.relay(r)
-	return true
+}
+
+// ringing records the branch's first 18x: the call is this node's now
+// (no failover), and passive health hears that the node answered.
+func (b *branch) ringing() {
+	b.gotProvisional, b.gotRinging = true, true
+	if b.node != nil && b.p.passv != nil {
+		b.p.passv.InviteAnswered(b.node.ID())
+	}
 }
 
 // relay sends res (from the branch) upstream on the server transaction.
@@ -217,8 +225,8 @@ func (b *branch) run(o runOpts) (outcome, string) {
 		select {
 		case res := <-b.clTx.Responses():
 			code := res.StatusCode
-			if code >= 200 && b.recoverRinging() && b.node != nil && b.p.passv != nil {
-				b.p.passv.InviteAnswered(b.node.ID())
+			if code >= 200 {
+				b.recoverRinging()
 			}
 			if code < 200 {
 				b.gotProvisional = true
@@ -227,11 +235,8 @@ func (b *branch) run(o runOpts) (outcome, string) {
 					continue
 				}
 				if !b.gotRinging {
-					b.gotRinging = true
+					b.ringing()
 					first = nil
-					if b.node != nil && b.p.passv != nil {
-						b.p.passv.InviteAnswered(b.node.ID())
-					}
 				}
 				if o.ringTimeout > 0 {
 					if ringTimer == nil {
