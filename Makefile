@@ -25,10 +25,13 @@ fmt-check:
 lint: fmt-check vet
 
 # The whole suite, as CI runs it: installs redis-server and sipp when
-# missing, then unit, fuzz-corpus and end-to-end tests (with the race
-# detector on the packages that are not load tests).
+# missing, then unit, fuzz-corpus and end-to-end tests with the race
+# detector, then the allocation-count tests without it.
 test: deps lint
 	$(GO) test -race -timeout 10m $(PKGS)
+	@# Allocation counts are only meaningful without the race detector
+	@# (TestSignVerifyAllocs skips itself under it).
+	$(GO) test -count=1 -run 'Allocs$$' ./pkg/...
 
 test-short: lint
 	$(GO) test -short -timeout 5m $(PKGS)
