@@ -1,6 +1,7 @@
 package dispatcher
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"sync/atomic"
 	"testing"
@@ -54,6 +55,32 @@ func BenchmarkPickEqualWeights(b *testing.B) {
 			b.RunParallel(func(pb *testing.PB) {
 				dst := make([]*Node, 0, 3)
 				k := Key{Hash: rand.Uint64()}
+				for pb.Next() {
+					dst = d.Pick(k, dst[:0])
+					k.Hash++
+				}
+			})
+		})
+	}
+}
+
+// BenchmarkPickHashWeights is hash's cost by the number of distinct weights
+// in the pool (weight classes): up to maxWeighedClasses it weighs three
+// nodes per class, beyond that every node.
+func BenchmarkPickHashWeights(b *testing.B) {
+	for _, classes := range []int{1, 2, 4, maxWeighedClasses, 64} {
+		b.Run(fmt.Sprintf("classes=%d/nodes=64", classes), func(b *testing.B) {
+			specs := testSpecs(64)
+			for i := range specs {
+				specs[i].Weight = 1 + i%classes
+			}
+			d := testDispatcher(b, "hash", specs)
+			var seq atomic.Uint64
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				dst := make([]*Node, 0, 3)
+				k := Key{Hash: seq.Add(1) * 0x9e3779b97f4a7c15}
 				for pb.Next() {
 					dst = d.Pick(k, dst[:0])
 					k.Hash++

@@ -67,7 +67,7 @@ func TestNewValidates(t *testing.T) {
 	if _, err := New(nil, testSpecs(1)); err == nil {
 		t.Error("New(nil policy): no error")
 	}
-	if _, err := New(must(NewPolicy("hash")), testSpecs(maxNodes+1)); err == nil || !strings.Contains(err.Error(), "at most 65536") {
+	if _, err := New(must(NewPolicy("hash")), testSpecs(maxNodes+1)); err == nil || !strings.Contains(err.Error(), "at most 65535") {
 		t.Errorf("New with %d nodes: %v", maxNodes+1, err)
 	}
 }

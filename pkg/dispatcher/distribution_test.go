@@ -216,11 +216,13 @@ func TestHashDistribution(t *testing.T) {
 		down := s.Node("fs4")
 		down.SetState(StateDown)
 		moved := 0
+		movedTo := map[string]int{}
 		for i := range keys {
 			now := p.Pick(s, randomKey(i), make([]*Node, 0, 1))[0]
 			switch {
 			case before[i][0] == down:
 				moved++
+				movedTo[now.ID()]++
 				// Its keys go to what was their first fallback.
 				if now != before[i][1] {
 					t.Fatalf("key %d: was on fs4, moved to %s, want its fallback %s", i, now.ID(), before[i][1].ID())
@@ -232,6 +234,16 @@ func TestHashDistribution(t *testing.T) {
 		if moved != counts["fs4"] {
 			t.Errorf("moved %d keys, fs4 held %d", moved, counts["fs4"])
 		}
+		// A failed node's calls spread over all the others rather than
+		// landing on a neighbour: each node's score for a key is
+		// independent of the others'.
+		weights := map[string]int{}
+		for _, n := range s.Nodes() {
+			if n != down {
+				weights[n.ID()] = 1
+			}
+		}
+		checkShares(t, movedTo, weights, moved, 0.3)
 
 		down.SetState(StateUp)
 		for i := range keys {

@@ -6,7 +6,7 @@ import (
 )
 
 // hashPolicy is rendezvous (highest random weight) hashing on the call's Key.
-// Every node draws a pseudo-random score for the key, mix(key ^ seed) with a
+// Every node draws a pseudo-random score for the key, mum(key ^ seed) with a
 // per-node seed (xxhash of its ID, precomputed per snapshot); the node with
 // the highest score among the Available ones is the first choice, and the
 // others follow in descending score.
@@ -22,9 +22,20 @@ import (
 // minimising -ln(u)/Weight wins, u being the key's uniform draw for that node,
 // which gives each node a share proportional to its Weight. The logarithm
 // comes from a table and a linear interpolation, with no division, and is
-// computed bit for bit the same on every architecture. With equal
-// weights the policy compares the integer draws directly, which ranks the
-// same way (up to float rounding) at no floating-point cost.
+// computed bit for bit the same on every architecture.
+//
+// Pick touches every node, so its cost is per node and kept to a few
+// instructions (DESIGN.md's target is 100 ns for 64 nodes): one multiply for
+// the score and compare-and-move for the top three, no branch that depends
+// on the score. The logarithm costs more than all of that, so it is taken
+// only where it can matter: -ln(u)/Weight falls as u rises, so among nodes
+// of equal Weight the integer scores already give the order, and only the
+// best three of each weight class (Snapshot.hashClasses) are weighed.
+//
+// Ranks within a weight class come from the integer scores and across
+// classes from the packed weighed keys; the two orders can differ only for
+// weighed ranks closer than 2^-36 (pack's precision), about once in 10^9
+// picks, and then only in which of two near-equal nodes comes first.
 //
 // Use it when calls that share a Key (Call-ID, or a configured header such
 // as a conference ID) must land on the same node without shared state.
@@ -36,32 +47,28 @@ func (*hashPolicy) Pick(s *Snapshot, k Key, dst []*Node) []*Node {
 	switch {
 	case room <= 0 || len(s.nodes) == 0:
 		return dst
+	case room <= 3 && len(s.hashClasses) == 1:
+		a, b, c := hashTop3(k, s.hashSlots)
+		return appendTop3(s.nodes, dst, room, ^a, ^b, ^c)
+	case room <= 3 && len(s.hashClasses) <= maxWeighedClasses:
+		x, y, z := s.weighedTop3(k)
+		return appendTop3(s.nodes, dst, room, x, y, z)
 	case room <= 3:
-		// The two loops are hashRank written out, so that nothing
-		// in them is a call and the three keys stay in registers.
-		a, b, c := uint64(unavailable), uint64(unavailable), uint64(unavailable)
+		// Many distinct weights: weigh every node.
+		x, y, z := uint64(unavailable), uint64(unavailable), uint64(unavailable)
+		invWeight := s.invWeight[:len(s.seeds)]
 		lives := s.lives[:len(s.seeds)]
-		if s.weighted {
-			invWeight := s.invWeight[:len(s.seeds)]
-			for i, seed := range s.seeds {
-				if lives[i].verdict.Load() != unavailable {
-					key := weightedRank(mix64(k.Hash^seed), invWeight[i])
-					a, b, c = top3(a, b, c, pack(key, i))
-				}
-			}
-		} else {
-			for i, seed := range s.seeds {
-				if lives[i].verdict.Load() != unavailable {
-					a, b, c = top3(a, b, c, pack(^mix64(k.Hash^seed)>>1, i))
-				}
+		for i, seed := range s.seeds {
+			if lives[i].verdict.Load() != unavailable {
+				x, y, z = top3(x, y, z, weighedRank(hashScore(k, seed, i), invWeight[i]))
 			}
 		}
-		return appendTop3(s.nodes, dst, room, a, b, c)
+		return appendTop3(s.nodes, dst, room, x, y, z)
 	case room <= maxRanked:
 		r := newRanking(room)
 		for i, lv := range s.lives {
 			if lv.verdict.Load() != unavailable {
-				if key := pack(s.hashRank(k, i), i); key < r.limit {
+				if key := s.hashRank(k, i); key < r.limit {
 					r.offer(key, i)
 				}
 			}
@@ -72,7 +79,7 @@ func (*hashPolicy) Pick(s *Snapshot, k Key, dst []*Node) []*Node {
 			if s.lives[i].verdict.Load() == unavailable {
 				return unavailable
 			}
-			return pack(s.hashRank(k, i), i)
+			return s.hashRank(k, i)
 		})
 	}
 }
@@ -80,25 +87,101 @@ func (*hashPolicy) Pick(s *Snapshot, k Key, dst []*Node) []*Node {
 // String returns the policy's config name.
 func (*hashPolicy) String() string { return "hash" }
 
-// hashRank is node i's ranking key for k (lower ranks first).
-func (s *Snapshot) hashRank(k Key, i int) uint64 {
-	h := mix64(k.Hash ^ s.seeds[i])
-	if s.weighted {
-		return weightedRank(h, s.invWeight[i])
-	}
-	return ^h >> 1
+// hashSlot is what the hash policy reads of one node: its seed, its live
+// state, and its index in Snapshot.nodes.
+type hashSlot struct {
+	seed uint64
+	lv   *live
+	idx  int
 }
 
-// mix64 is the splitmix64 finalizer: a bijection on 64 bits in which every
-// input bit affects every output bit, so that keys and seeds that differ in a
-// few bits still give independent-looking scores.
-func mix64(x uint64) uint64 {
-	x ^= x >> 30
-	x *= 0xbf58476d1ce4e5b9
-	x ^= x >> 27
-	x *= 0x94d049bb133111eb
-	x ^= x >> 31
-	return x
+// hashClass is a run of Snapshot.hashSlots whose nodes share one Weight: the
+// slots before end and from the previous class's end.
+type hashClass struct {
+	end       int
+	invWeight float64
+}
+
+// hashScore is node idx's score for k, with the index in its low idxBits
+// bits (stored as idxMask^idx, so that a lower index wins a tie and a score
+// is never 0: maxNodes is idxMask, so idx never equals it). Higher scores
+// rank first; weighedRank and scoreIdx read a score back.
+func hashScore(k Key, seed uint64, idx int) uint64 {
+	return (mum(k.Hash^seed) | idxMask) ^ uint64(idx)
+}
+
+// scoreIdx is the node index a hashScore carries.
+func scoreIdx(score uint64) int { return int(score&idxMask ^ idxMask) }
+
+// hashTop3 returns the three highest scores among the Available nodes of
+// slots, highest first; 0 fills the places of missing nodes. It is the
+// loop that Pick's cost is made of: a multiply and top3's compare-and-move
+// (written for highest-first) per node.
+func hashTop3(k Key, slots []hashSlot) (a, b, c uint64) {
+	for i := range slots {
+		sl := &slots[i]
+		if sl.lv.verdict.Load() != unavailable {
+			x := hashScore(k, sl.seed, sl.idx)
+			a, b, c = max(a, x), max(b, min(a, x)), max(c, min(b, x))
+		}
+	}
+	return a, b, c
+}
+
+// maxWeighedClasses bounds the weight classes weighedTop3 handles, on the
+// stack. Weights are a handful of small integers in practice; a pool with
+// more distinct weights than this weighs every node, which costs about
+// twice as much.
+const maxWeighedClasses = 8
+
+// weighedTop3 returns the packed ranking keys of the three best Available
+// nodes, best first, for a snapshot with 2 to maxWeighedClasses weight
+// classes: each class's best three by integer score, then those weighed.
+// All of them are weighed, so that no branch depends on a score.
+func (s *Snapshot) weighedTop3(k Key) (x, y, z uint64) {
+	var scores [3 * maxWeighedClasses]uint64
+	var invWeight [3 * maxWeighedClasses]float64
+	from := 0
+	for j, cl := range s.hashClasses {
+		scores[3*j], scores[3*j+1], scores[3*j+2] = hashTop3(k, s.hashSlots[from:cl.end])
+		invWeight[3*j], invWeight[3*j+1], invWeight[3*j+2] = cl.invWeight, cl.invWeight, cl.invWeight
+		from = cl.end
+	}
+	x, y, z = unavailable, unavailable, unavailable
+	for j, score := range scores[:3*len(s.hashClasses)] {
+		r := weighedRank(score, invWeight[j])
+		if score == 0 { // fewer than three Available in the class
+			r = unavailable
+		}
+		x, y, z = top3(x, y, z, r)
+	}
+	return x, y, z
+}
+
+// hashRank is node i's packed ranking key for k (lower ranks first), the
+// key every path of Pick ranks on.
+func (s *Snapshot) hashRank(k Key, i int) uint64 {
+	score := hashScore(k, s.seeds[i], i)
+	if len(s.hashClasses) == 1 {
+		return ^score
+	}
+	return weighedRank(score, s.invWeight[i])
+}
+
+// weighedRank turns a node's score into its packed weighted ranking key.
+func weighedRank(score uint64, invWeight float64) uint64 {
+	return pack(weightedRank(score, invWeight), scoreIdx(score))
+}
+
+// mum mixes x by a 64×64→128-bit multiply by an odd constant, folding the
+// high half onto the low: every input bit reaches the top of the result in
+// one multiply, and the top bits are what rank. Keys are already xxhash
+// values and seeds xxhash of node IDs, so one round is enough to make
+// different nodes' scores for one key look independent; a stronger mixer
+// (splitmix64's finalizer) cost 40 % more per Pick.
+func mum(x uint64) uint64 {
+	hi, lo := bits.Mul64(x, 0x9e3779b97f4a7c15)
+	return hi ^ lo
 }
 
 // weightedRank returns -log2(u)/weight as an order-preserving uint64, for

@@ -73,13 +73,14 @@ const maxRanked = 16
 // Ranking keys carry the node's index in their low idxBits bits, so that a
 // key alone says which node it is and keys of different nodes never tie (the
 // lower index wins what would have been a tie). Zeroing those bits costs a
-// hash key 16 of its 63 bits and a float key a relative precision of 2^-36,
-// both far below anything that matters. It is also why a node set holds at
-// most maxNodes nodes.
+// hash score 16 of its 64 bits and a float key a relative precision of
+// 2^-36, both far below anything that matters. It is also why a node set
+// holds at most maxNodes nodes (one less than idxBits can count, so that a
+// hash score, which stores idxMask^idx, is never 0).
 const (
 	idxBits  = 16
 	idxMask  = 1<<idxBits - 1
-	maxNodes = idxMask + 1
+	maxNodes = idxMask
 )
 
 // pack returns key with node index i in its low bits. key must be below

@@ -359,7 +359,13 @@ func TestHashPick(t *testing.T) {
 		// top3 (cap <= 3), ranking (<= maxRanked) and appendRanked
 		// must give the same order, or a key's node would depend on
 		// max_attempts.
-		for _, specs := range [][]Spec{testSpecs(40), withWeights(testSpecs(40), 1, 2, 3, 4, 5)} {
+		// Equal weights, a few weight classes, and more classes than
+		// weighedTop3 takes.
+		for _, specs := range [][]Spec{
+			testSpecs(40),
+			withWeights(testSpecs(40), 1, 2, 3, 4, 5),
+			withWeights(testSpecs(40), 1, 2, 3, 4, 5, 6, 7, 8, 9, 10),
+		} {
 			s := testSnapshot(t, specs)
 			s.Node("fs5").SetState(StateDown)
 			p := must(NewPolicy("hash"))

@@ -31,12 +31,13 @@ type Snapshot struct {
 	wrr schedule
 	// priority groups, ascending Priority.
 	groups []group
-	// hash: seeds[i] and invWeight[i] belong to nodes[i]; weighted is false
-	// when all weights are equal, which lets the hash policy rank nodes with
-	// integer compares only.
-	seeds     []uint64
-	invWeight []float64
-	weighted  bool
+	// hash: seeds[i] and invWeight[i] belong to nodes[i]. hashSlots holds
+	// the same nodes grouped by Weight into hashClasses (one class when all
+	// weights are equal), for hashPolicy's fast path.
+	seeds       []uint64
+	invWeight   []float64
+	hashSlots   []hashSlot
+	hashClasses []hashClass
 }
 
 // group is one priority level of the priority policy.
@@ -82,8 +83,14 @@ func newSnapshot(version uint64, nodes, retired []*Node) *Snapshot {
 	for i, n := range nodes {
 		s.seeds[i] = xxhash.Sum64String(n.Spec.ID)
 		s.invWeight[i] = 1 / float64(n.Spec.Weight)
-		if n.Spec.Weight != nodes[0].Spec.Weight {
-			s.weighted = true
+		s.hashSlots = append(s.hashSlots, hashSlot{seed: s.seeds[i], lv: n.live, idx: i})
+	}
+	slices.SortStableFunc(s.hashSlots, func(a, b hashSlot) int {
+		return cmp.Compare(nodes[a.idx].Spec.Weight, nodes[b.idx].Spec.Weight)
+	})
+	for i, sl := range s.hashSlots {
+		if i+1 == len(s.hashSlots) || nodes[s.hashSlots[i+1].idx].Spec.Weight != nodes[sl.idx].Spec.Weight {
+			s.hashClasses = append(s.hashClasses, hashClass{end: i + 1, invWeight: s.invWeight[sl.idx]})
 		}
 	}
 
