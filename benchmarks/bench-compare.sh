@@ -38,9 +38,10 @@
 #   RCVBUF=1048576 (UDP receive buffer of both proxies; "keep" leaves
 #     net.core.rmem_max alone)  SETTLE=6 (s after each step, counted in CPU)
 #   KAM_CHILDREN=4 KAM_SHM_MB=1024 KAM_PKG_MB=16  RECV_TIMEOUT_MS=10000
-#   KAM_MEM=tlsf (Kamailio's memory manager, -x/-X: tlsf, fm or qm; qm, the
-#     default of Debian's build, spends about half of Kamailio's CPU in
-#     qm_malloc here and doubles its CPU per call)
+#   KAM_MEM=qm (Kamailio's memory manager, -x/-X: qm, fm or tlsf; qm is the
+#     default of Debian's build, the Kamailio DESIGN.md measured; tlsf is
+#     Kamailio tuned, about half the CPU per call: qm spends about half of
+#     Kamailio's CPU in qm_malloc here)
 #   KEEP_MSGS=0 (1 keeps sipp's per-message logs, ~1 KB per call)
 #   SIPBALANCER_BIN=bin/sipbalancer (another build, e.g. of an older commit)
 #   PROFILE_RATE= (a rate of RATES: during that step, a CPU profile of
@@ -72,7 +73,7 @@ SETTLE=${SETTLE:-6}
 KAM_CHILDREN=${KAM_CHILDREN:-4}
 KAM_SHM_MB=${KAM_SHM_MB:-1024}
 KAM_PKG_MB=${KAM_PKG_MB:-16}
-KAM_MEM=${KAM_MEM:-tlsf}
+KAM_MEM=${KAM_MEM:-qm}
 RECV_TIMEOUT_MS=${RECV_TIMEOUT_MS:-10000}
 WARMUP_CALLS=${WARMUP_CALLS:-500}
 KEEP_MSGS=${KEEP_MSGS:-0}

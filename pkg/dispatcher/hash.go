@@ -60,7 +60,7 @@ func (*hashPolicy) Pick(s *Snapshot, k Key, dst []*Node) []*Node {
 		lives := s.lives[:len(s.seeds)]
 		for i, seed := range s.seeds {
 			if lives[i].verdict.Load() != unavailable {
-				x, y, z = top3(x, y, z, weighedRank(hashScore(k, seed, i), invWeight[i]))
+				x, y, z = top3(x, y, z, weightedKey(hashScore(k, seed, i), invWeight[i]))
 			}
 		}
 		return appendTop3(s.nodes, dst, room, x, y, z)
@@ -105,7 +105,7 @@ type hashClass struct {
 // hashScore is node idx's score for k, with the index in its low idxBits
 // bits (stored as idxMask^idx, so that a lower index wins a tie and a score
 // is never 0: maxNodes is idxMask, so idx never equals it). Higher scores
-// rank first; weighedRank and scoreIdx read a score back.
+// rank first; weightedKey and scoreIdx read a score back.
 func hashScore(k Key, seed uint64, idx int) uint64 {
 	return (mum(k.Hash^seed) | idxMask) ^ uint64(idx)
 }
@@ -149,7 +149,7 @@ func (s *Snapshot) weighedTop3(k Key) (x, y, z uint64) {
 	}
 	x, y, z = unavailable, unavailable, unavailable
 	for j, score := range scores[:3*len(s.hashClasses)] {
-		r := weighedRank(score, invWeight[j])
+		r := weightedKey(score, invWeight[j])
 		if score == 0 { // fewer than three Available in the class
 			r = unavailable
 		}
@@ -165,11 +165,12 @@ func (s *Snapshot) hashRank(k Key, i int) uint64 {
 	if len(s.hashClasses) == 1 {
 		return ^score
 	}
-	return weighedRank(score, s.invWeight[i])
+	return weightedKey(score, s.invWeight[i])
 }
 
-// weighedRank turns a node's score into its packed weighted ranking key.
-func weighedRank(score uint64, invWeight float64) uint64 {
+// weightedKey is the packed ranking key of a node's score: weightedRank
+// with the node index (scoreIdx) in the low bits.
+func weightedKey(score uint64, invWeight float64) uint64 {
 	return pack(weightedRank(score, invWeight), scoreIdx(score))
 }
 
