@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sipbalancer/sipbalancer/pkg/callgen"
+	"github.com/sipbalancer/sipbalancer/pkg/config"
 	"github.com/sipbalancer/sipbalancer/pkg/dispatcher"
 	"github.com/sipbalancer/sipbalancer/pkg/fsemu"
 	"github.com/sipbalancer/sipbalancer/pkg/health"
@@ -321,6 +323,49 @@ func TestDrainNode(t *testing.T) {
 	eventually(t, func() bool { return fs1.Active() == 0 }, "active %d after the last BYE", fs1.Active())
 
 	require.NoError(t, c.app.Checker().SetOperator("fs1", health.OperatorNone))
+	require.Equal(t, dispatcher.StateUp, fs1.State())
+}
+
+// TestDrainSurvivesReload: a node an operator drained stays drained through
+// a reload that restarts its monitor (here: its Event Socket password is
+// corrected), takes no new call, and returns when the operator enables it.
+// The config's own drain flag did not change, so the operator's wish is the
+// one in force. (The restarted monitor used to forget the wish and take the
+// node for Up while it stayed Draining, so enabling it did nothing.)
+func TestDrainSurvivesReload(t *testing.T) {
+	const wrong = `, esl_password: "wrong"`
+	c := startCluster(t, clusterOpts{nodes: 2, esl: true, nodeYAML: wrong})
+	checker := c.app.Checker()
+	eventually(t, func() bool {
+		st, _ := checker.NodeStatus("fs1")
+		return st.ESL != nil && st.ESL.AuthFailed
+	}, "the wrong password was not reported")
+	require.NoError(t, checker.SetOperator("fs1", health.OperatorDrain))
+	fs1 := c.app.Dispatcher().Node("fs1")
+	require.Equal(t, dispatcher.StateDraining, fs1.State())
+
+	next, err := config.LoadBytes([]byte(strings.ReplaceAll(c.yaml("127.0.0.1:0"), wrong, `, esl_password: "ClueCon"`)))
+	require.NoError(t, err)
+	applied, _, err := c.app.Reload(next)
+	require.NoError(t, err)
+	require.Contains(t, applied, "nodes")
+	// The new monitor has logged in and judged the node healthy in every
+	// respect: only the operator's drain keeps it out.
+	eventually(t, func() bool {
+		st, _ := checker.NodeStatus("fs1")
+		return st.ESL != nil && st.ESL.Connected && st.ProbeStatus == 200
+	}, "fs1's Event Socket did not log in after the reload")
+	require.Equal(t, dispatcher.StateDraining, fs1.State())
+
+	before := c.nodes[0].Stats().Invites
+	cfg := callgen.NewConfig(c.addr("udp"))
+	cfg.Calls, cfg.Rate = 20, 100
+	rep, err := callgen.Run(context.Background(), cfg)
+	require.NoError(t, err)
+	require.Zero(t, rep.Failed)
+	require.Equal(t, before, c.nodes[0].Stats().Invites, "a drained node got new calls after a reload")
+
+	require.NoError(t, checker.SetOperator("fs1", health.OperatorNone))
 	require.Equal(t, dispatcher.StateUp, fs1.State())
 }
 

@@ -216,10 +216,18 @@ func (c *Checker) SetNodes(nodes []NodeConfig) {
 	for _, n := range nodes {
 		want[n.ID] = n
 	}
+	// An operator's drain or disable outlives a restart of the node's
+	// monitor: a reload that only changes its Event Socket or media
+	// settings must not put a node under maintenance back into service.
+	// The config's own drain flag wins only when the reload changes it.
+	carried := map[string]Operator{}
 	for id, m := range c.monitors {
 		nc, ok := want[id]
 		if !ok || nc.ESL != m.cfg.ESL || nc.ESLPassword != m.cfg.ESLPassword || nc.MediaTarget != m.cfg.MediaTarget {
 			m.stop()
+			if ok && nc.Drain == m.cfg.Drain {
+				carried[id] = Operator(m.wish.Load())
+			}
 			delete(c.monitors, id)
 			c.obsMu.Lock()
 			delete(c.versions, id)
@@ -243,6 +251,9 @@ func (c *Checker) SetNodes(nodes []NodeConfig) {
 			continue
 		}
 		m := c.newMonitor(nc, node)
+		if op, ok := carried[id]; ok {
+			m.startOp = op
+		}
 		c.monitors[id] = m
 		c.wg.Add(1)
 		go m.run()
@@ -423,15 +434,25 @@ type monitor struct {
 	consecutive atomic.Int64
 	status      atomic.Pointer[NodeStatus]
 	lastMedia   string // last media failure logged (run goroutine only)
+
+	// startOp is the operator's wish the monitor starts with: the config's
+	// drain flag, or what the monitor it replaces had. wish is the one in
+	// force, for that hand-over (written by run only).
+	startOp Operator
+	wish    atomic.Uint32
 }
 
 func (c *Checker) newMonitor(nc NodeConfig, node *dispatcher.Node) *monitor {
 	ctx, cancel := context.WithCancel(c.ctx)
-	return &monitor{
+	m := &monitor{
 		c: c, cfg: nc, node: node, ctx: ctx, cancel: cancel,
 		events: make(chan event, 64),
 		done:   make(chan struct{}),
 	}
+	if nc.Drain {
+		m.startOp = OperatorDrain
+	}
+	return m
 }
 
 func (m *monitor) stop() {
@@ -467,10 +488,8 @@ func (m *monitor) run() {
 		}
 	}()
 	c := m.c
-	h := &nodeHealth{esl: m.cfg.ESL != ""}
-	if m.cfg.Drain {
-		h.operator = OperatorDrain
-	}
+	h := &nodeHealth{esl: m.cfg.ESL != "", operator: m.startOp}
+	m.wish.Store(uint32(h.operator))
 	log := c.log.With(zap.String("node", m.cfg.ID))
 	state := m.node.State()
 	if state == dispatcher.StateDraining && h.operator == OperatorNone {
@@ -573,6 +592,7 @@ func (m *monitor) run() {
 				h.fullUntil = now.Add(c.cfg.FullHold)
 			case evOperator:
 				h.operator = ev.op
+				m.wish.Store(uint32(ev.op))
 			case evMedia:
 				h.media.add(ev.media, &c.set)
 				m.logMedia(log, &h.media)
