@@ -34,9 +34,17 @@ func (a *App) newRegistry() *prometheus.Registry {
 // Registry is the instance's metrics registry (served on /metrics).
 func (a *App) Registry() *prometheus.Registry { return a.reg }
 
+// nodeViews lists the configured nodes, then the nodes a reload removed
+// while they still carry calls (state draining), so that a dashboard shows
+// those calls ending rather than a node vanishing with calls on it.
 func (a *App) nodeViews() []metrics.NodeView {
 	snap := a.disp.Snapshot()
 	nodes := snap.Nodes()
+	for _, n := range snap.Retired() {
+		if n.Busy() {
+			nodes = append(nodes, n) // Nodes' capacity is its length: this copies
+		}
+	}
 	out := make([]metrics.NodeView, 0, len(nodes))
 	for _, n := range nodes {
 		v := metrics.NodeView{

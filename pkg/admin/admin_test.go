@@ -298,7 +298,15 @@ func TestReload(t *testing.T) {
 	e.writeConfig([]string{kept}, "")
 	require.Equal(t, http.StatusOK, e.getJSON(http.MethodPost, "/api/v1/reload", testToken, nil, &res))
 	require.Equal(t, []string{"nodes"}, res.Applied)
-	require.NotContains(t, e.nodeList(), held, "a removed node leaves the list")
+	// While it carries the call it stays in the list and the metrics,
+	// retired and draining, so that its calls can be watched ending.
+	listed, ok := e.nodeList()[held]
+	require.True(t, ok, "a removed node with a call left the list")
+	require.True(t, listed.Retired)
+	require.EqualValues(t, 1, listed.ActiveCalls)
+	fams := e.scrape()
+	require.EqualValues(t, 1, value(fams, "sipbalancer_node_active_calls", map[string]string{"node": held}))
+	require.EqualValues(t, 1, value(fams, "sipbalancer_node_state", map[string]string{"node": held, "state": "draining"}))
 	removed := e.node(held)
 	require.True(t, removed.Retired)
 	require.Equal(t, "draining", removed.State)
@@ -311,6 +319,9 @@ func TestReload(t *testing.T) {
 	rec, ok := e.nodes[held].Call(callID)
 	require.True(t, ok)
 	require.True(t, rec.Ended, "the removed node's call ended normally: %+v", rec)
+	// Its last call over, it leaves the list and the metrics.
+	require.Eventually(t, func() bool { _, listed := e.nodeList()[held]; return !listed }, time.Minute, 10*time.Millisecond, "%s still listed with no call", held)
+	require.Zero(t, value(e.scrape(), "sipbalancer_node_state", map[string]string{"node": held}))
 
 	// An invalid file is rejected with every problem, and nothing changes.
 	require.NoError(t, writeFile(e.path, e.configYAML([]string{"fs1", "fs2"}, "failover:\n  max_attempts: 0\nhealth:\n  options:\n    fall: 0\n")))

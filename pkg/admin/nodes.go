@@ -122,13 +122,20 @@ func (s *Server) nodeView(n *dispatcher.Node, retired bool, now time.Time) nodeJ
 	return v
 }
 
-// listNodes lists the configured nodes in configuration order.
+// listNodes lists the configured nodes in configuration order, then the
+// nodes a reload removed that still carry calls (retired, draining).
 func (s *Server) listNodes(w http.ResponseWriter, _ *http.Request) {
 	now := time.Now()
-	nodes := s.app.Dispatcher().Snapshot().Nodes()
+	snap := s.app.Dispatcher().Snapshot()
+	nodes := snap.Nodes()
 	out := make([]nodeJSON, 0, len(nodes))
 	for _, n := range nodes {
 		out = append(out, s.nodeView(n, false, now))
+	}
+	for _, n := range snap.Retired() {
+		if n.Busy() {
+			out = append(out, s.nodeView(n, true, now))
+		}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"nodes": out})
 }

@@ -116,6 +116,12 @@ func (s *Snapshot) Nodes() []*Node {
 	return s.nodes[:len(s.nodes):len(s.nodes)]
 }
 
+// Retired returns the nodes a reload removed, newest first: never picked,
+// still routable for their calls. The slice is shared: do not modify it.
+func (s *Snapshot) Retired() []*Node {
+	return s.retired[:len(s.retired):len(s.retired)]
+}
+
 // Node returns the node with the given ID, retired nodes included, or nil.
 func (s *Snapshot) Node(id string) *Node {
 	return s.byID[id]
