@@ -23,7 +23,16 @@ import (
 //
 //	go test -run '^$' -bench ProxyCall -benchmem ./pkg/sip/
 func BenchmarkProxyCall(b *testing.B) {
-	p, uac, done := benchProxy(b)
+	for _, listen := range []string{"127.0.0.1:0", "0.0.0.0:0"} {
+		b.Run("listen="+listen, func(b *testing.B) { benchProxyCall(b, listen) })
+	}
+}
+
+// benchProxyCall is BenchmarkProxyCall on one listen address; on the
+// wildcard address the listener also answers each peer from the address
+// it wrote to (replySources).
+func benchProxyCall(b *testing.B, listen string) {
+	p, uac, done := benchProxy(b, listen)
 	defer done()
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -36,15 +45,17 @@ func BenchmarkProxyCall(b *testing.B) {
 	_ = p
 }
 
-// benchProxy starts a proxy with one node (a raw UAS) and returns a raw UAC.
-func benchProxy(tb testing.TB) (*Proxy, *rawUAC, func()) {
+// benchProxy starts a proxy listening on listen (UDP) with one node (a raw
+// UAS) and returns a raw UAC that sends to it over 127.0.0.1.
+func benchProxy(tb testing.TB, listen string) (*Proxy, *rawUAC, func()) {
 	tb.Helper()
 	uas := newRawUAS(tb, "127.0.6.1:0")
 	p, stop := singleNodeProxy(tb, uas.addr(), Config{
-		Listen:        []Listen{{Network: "udp", Addr: "127.0.0.1:0"}},
+		Listen:        []Listen{{Network: "udp", Addr: listen}},
 		InviteTimeout: 2 * time.Second, MaxAttempts: 2,
 	})
-	uac := newRawUAC(tb, p.Addr("udp"))
+	port := netip.MustParseAddrPort(p.Addr("udp")).Port()
+	uac := newRawUAC(tb, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port).String())
 	return p, uac, func() {
 		stop()
 		uac.conn.Close()
@@ -327,11 +338,18 @@ func parseDialog(res []byte) dialogInfo {
 	return d
 }
 
+// TestProxyCallRaw places whole calls through the proxy, on a specific
+// address and on the wildcard one (whose sockets answer through
+// replySources).
 func TestProxyCallRaw(t *testing.T) {
-	_, uac, done := benchProxy(t)
-	defer done()
-	for i := 0; i < 20; i++ {
-		require.NoError(t, uac.call(i))
+	for _, listen := range []string{"127.0.0.1:0", "0.0.0.0:0"} {
+		t.Run("listen="+listen, func(t *testing.T) {
+			_, uac, done := benchProxy(t, listen)
+			defer done()
+			for i := 0; i < 20; i++ {
+				require.NoError(t, uac.call(i))
+			}
+		})
 	}
 }
 

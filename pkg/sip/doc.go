@@ -45,7 +45,9 @@
 // (ClientTx.OnRetransmission while the client transaction lives, the stray
 // response handler after); a 2xx that arrives on a branch we abandoned is
 // ACKed and sent a BYE so that no node keeps a half call; every UDP message
-// to a node leaves from the listener socket, so answers come back to it.
+// to a node leaves from the listener socket, so answers come back to it;
+// a wildcard UDP listener answers each peer from the address the peer
+// wrote to (replySources), so a carrier sending to a VIP hears from it.
 //
 // What it deliberately does not do: forking (parallel branches), strict
 // routing toward nodes, or rewriting SDP.

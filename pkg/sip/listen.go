@@ -43,6 +43,9 @@ type listener struct {
 	laddr sip.Addr
 
 	udp net.PacketConn
+	// replySourceErr says why a wildcard UDP listener answers from the
+	// kernel's choice of source address rather than the peer's destination.
+	replySourceErr error
 	// more holds further UDP sockets bound to the same address with
 	// SO_REUSEPORT: the kernel spreads flows over them, so that several
 	// readers parse in parallel (sipgo reads and parses a socket in one
@@ -84,10 +87,16 @@ func bind(l Listen, tlsConf *tls.Config, udpSockets, udpBuffer int, g *guard.Gua
 		}
 		ap, err := netip.ParseAddrPort(pc.LocalAddr().String())
 		if err != nil {
-			pc.Close()
+			out.close()
 			return nil, fmt.Errorf("listen udp %s: local address: %w", l.Addr, err)
 		}
 		out.bound = ap
+		if ap.Addr().IsUnspecified() {
+			// Answer each peer from the address it wrote to (a VIP). Where
+			// the kernel refuses, the listener still serves, answering from
+			// the kernel's choice; Start logs why.
+			out.replySourceErr = out.answerFromDestination()
+		}
 		host, port, _ := net.SplitHostPort(pc.LocalAddr().String())
 		p, _ := strconv.Atoi(port)
 		// Must render exactly as LocalAddr().String() so that sipgo's
@@ -120,6 +129,22 @@ func bind(l Listen, tlsConf *tls.Config, udpSockets, udpBuffer int, g *guard.Gua
 		return nil, fmt.Errorf("listen %q: unsupported network %q", l.Addr, l.Network)
 	}
 	return out, nil
+}
+
+// answerFromDestination wraps the listener's UDP sockets so that they share
+// one replySources: all of them or, on error, none.
+func (l *listener) answerFromDestination() error {
+	r := newReplySources()
+	wrapped := make([]net.PacketConn, 0, 1+len(l.more))
+	for _, c := range append([]net.PacketConn{l.udp}, l.more...) {
+		w, err := r.wrap(c)
+		if err != nil {
+			return err
+		}
+		wrapped = append(wrapped, w)
+	}
+	l.udp, l.more = wrapped[0], wrapped[1:]
+	return nil
 }
 
 func (l *listener) close() {

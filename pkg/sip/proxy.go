@@ -330,6 +330,10 @@ func (p *Proxy) Start() error {
 		}()
 		p.log.Info("listening", zap.String("listener", l.String()),
 			zap.String("advertise", l.advHost+":"+strconv.Itoa(l.advPort)))
+		if l.replySourceErr != nil {
+			p.log.Warn("UDP answers leave from the kernel's choice of source address, not the address each peer wrote to",
+				zap.String("listener", l.String()), zap.Error(l.replySourceErr))
+		}
 	}
 	return nil
 }
