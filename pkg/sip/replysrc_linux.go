@@ -67,7 +67,12 @@ func (r *replySources) lookup(peer netip.AddrPort) (netip.Addr, bool) {
 	return a, ok
 }
 
+// remember notes that peer wrote to dst. Only unicast destinations are
+// kept: a source address must be one of ours to send from.
 func (r *replySources) remember(peer netip.AddrPort, dst netip.Addr) {
+	if !dst.Is4() || dst.IsUnspecified() || dst.IsMulticast() || dst == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+		return
+	}
 	if a, ok := r.lookup(peer); ok && a == dst {
 		return // the common case: no write lock
 	}
@@ -76,6 +81,15 @@ func (r *replySources) remember(peer netip.AddrPort, dst netip.Addr) {
 		r.local = make(map[netip.AddrPort]netip.Addr)
 	}
 	r.local[peer] = dst
+	r.mu.Unlock()
+}
+
+// forget drops peer's address if it is still src.
+func (r *replySources) forget(peer netip.AddrPort, src netip.Addr) {
+	r.mu.Lock()
+	if r.local[peer] == src {
+		delete(r.local, peer)
+	}
 	r.mu.Unlock()
 }
 
@@ -125,6 +139,13 @@ func (c *replySourceConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	info := (*unix.Inet4Pktinfo)(unsafe.Pointer(&oob[unix.CmsgLen(0)]))
 	info.Spec_dst = src.As4()
 	n, _, err := c.WriteMsgUDPAddrPort(b, oob, peer)
+	if err != nil {
+		// The address is no longer ours (the VIP moved to the other
+		// instance) or the kernel refuses it: send as before rather than
+		// not at all, and ask again when the peer next writes.
+		c.sources.forget(peer, src)
+		return c.UDPConn.WriteTo(b, addr)
+	}
 	return n, err
 }
 

@@ -154,3 +154,39 @@ func TestReplySourcesBounded(t *testing.T) {
 	require.LessOrEqual(t, len(r.local), maxReplySources)
 	require.NotEmpty(t, r.local)
 }
+
+// TestReplySourceNoLongerOurs: when the remembered address is no longer
+// ours (the VIP moved to the other instance), the answer still leaves, from
+// the kernel's choice, and the address is forgotten. Broadcast and
+// multicast destinations are never used as sources.
+func TestReplySourceNoLongerOurs(t *testing.T) {
+	l, err := bind(Listen{Network: "udp", Addr: "0.0.0.0:0"}, nil, 1, 0, nil)
+	require.NoError(t, err)
+	defer l.close()
+	require.NoError(t, l.replySourceErr)
+	rc := l.udp.(*replySourceConn)
+
+	peer, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	require.NoError(t, err)
+	defer peer.Close()
+	peerAP := netip.MustParseAddrPort(peer.LocalAddr().String())
+
+	for _, dst := range []string{"255.255.255.255", "224.0.0.9"} {
+		rc.sources.remember(peerAP, netip.MustParseAddr(dst))
+		_, ok := rc.sources.lookup(peerAP)
+		require.False(t, ok, "%s kept as a source", dst)
+	}
+
+	gone := netip.MustParseAddr("192.0.2.77") // TEST-NET-1: not on this host
+	rc.sources.remember(peerAP, gone)
+	_, err = l.udp.WriteTo([]byte("still here"), net.UDPAddrFromAddrPort(peerAP))
+	require.NoError(t, err)
+	require.NoError(t, peer.SetReadDeadline(time.Now().Add(10*time.Second)))
+	buf := make([]byte, 100)
+	n, from, err := peer.ReadFromUDPAddrPort(buf)
+	require.NoError(t, err)
+	require.Equal(t, "still here", string(buf[:n]))
+	require.NotEqual(t, gone, from.Addr())
+	_, ok := rc.sources.lookup(peerAP)
+	require.False(t, ok, "an address that is not ours was kept")
+}
