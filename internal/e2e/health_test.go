@@ -309,13 +309,7 @@ func TestDrainNode(t *testing.T) {
 	require.NoError(t, c.app.Checker().SetOperator("fs1", health.OperatorDrain))
 	require.Equal(t, dispatcher.StateDraining, fs1.State())
 
-	before := c.nodes[0].Stats().Invites
-	cfg := callgen.NewConfig(c.addr("udp"))
-	cfg.Calls, cfg.Rate = 20, 100
-	rep, err := callgen.Run(context.Background(), cfg)
-	require.NoError(t, err)
-	require.Zero(t, rep.Failed)
-	require.Equal(t, before, c.nodes[0].Stats().Invites)
+	requireNoNewCalls(t, c, c.nodes[0])
 
 	res, err := onFS1.Bye(context.Background())
 	require.NoError(t, err)
@@ -324,6 +318,19 @@ func TestDrainNode(t *testing.T) {
 
 	require.NoError(t, c.app.Checker().SetOperator("fs1", health.OperatorNone))
 	require.Equal(t, dispatcher.StateUp, fs1.State())
+}
+
+// requireNoNewCalls places 20 calls through c, all of which must succeed
+// without one reaching n.
+func requireNoNewCalls(t *testing.T, c *cluster, n *fsemu.Node) {
+	t.Helper()
+	before := n.Stats().Invites
+	cfg := callgen.NewConfig(c.addr("udp"))
+	cfg.Calls, cfg.Rate = 20, 100
+	rep, err := callgen.Run(context.Background(), cfg)
+	require.NoError(t, err)
+	require.Zero(t, rep.Failed)
+	require.Equal(t, before, n.Stats().Invites, "%s got new calls", n.ID())
 }
 
 // TestDrainSurvivesReload: a node an operator drained stays drained through
@@ -357,13 +364,7 @@ func TestDrainSurvivesReload(t *testing.T) {
 	}, "fs1's Event Socket did not log in after the reload")
 	require.Equal(t, dispatcher.StateDraining, fs1.State())
 
-	before := c.nodes[0].Stats().Invites
-	cfg := callgen.NewConfig(c.addr("udp"))
-	cfg.Calls, cfg.Rate = 20, 100
-	rep, err := callgen.Run(context.Background(), cfg)
-	require.NoError(t, err)
-	require.Zero(t, rep.Failed)
-	require.Equal(t, before, c.nodes[0].Stats().Invites, "a drained node got new calls after a reload")
+	requireNoNewCalls(t, c, c.nodes[0])
 
 	require.NoError(t, checker.SetOperator("fs1", health.OperatorNone))
 	require.Equal(t, dispatcher.StateUp, fs1.State())

@@ -2,7 +2,6 @@ package dispatcher
 
 import (
 	"fmt"
-	"math/rand/v2"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -22,26 +21,30 @@ import (
 func BenchmarkPick(b *testing.B) {
 	for _, name := range PolicyNames() {
 		b.Run(name+"/nodes=64", func(b *testing.B) {
-			d := benchDispatcher(b, name, 64)
-			var seq atomic.Uint64
-			b.ReportAllocs()
-			b.ResetTimer()
-			b.RunParallel(func(pb *testing.PB) {
-				dst := make([]*Node, 0, 3)
-				// Distinct, fixed keys per goroutine: hashing the
-				// Call-ID happens at the edge, not in Pick.
-				k := Key{Hash: seq.Add(1) * 0x9e3779b97f4a7c15}
-				for pb.Next() {
-					dst = d.Pick(k, dst[:0])
-					if len(dst) == 0 {
-						b.Error("no candidate")
-						return
-					}
-					k.Hash++
-				}
-			})
+			benchPicks(b, benchDispatcher(b, name, 64))
 		})
 	}
+}
+
+// benchPicks runs d.Pick from all cores, asking for three candidates into a
+// dst each goroutine reuses, as the proxy does. Keys are distinct and fixed
+// per goroutine: hashing the Call-ID happens at the edge, not in Pick.
+func benchPicks(b *testing.B, d *Dispatcher) {
+	var seq atomic.Uint64
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		dst := make([]*Node, 0, 3)
+		k := Key{Hash: seq.Add(1) * 0x9e3779b97f4a7c15}
+		for pb.Next() {
+			dst = d.Pick(k, dst[:0])
+			if len(dst) == 0 {
+				b.Error("no candidate")
+				return
+			}
+			k.Hash++
+		}
+	})
 }
 
 // BenchmarkPickEqualWeights is BenchmarkPick with equal weights and all nodes
@@ -49,17 +52,7 @@ func BenchmarkPick(b *testing.B) {
 func BenchmarkPickEqualWeights(b *testing.B) {
 	for _, name := range PolicyNames() {
 		b.Run(name+"/nodes=64", func(b *testing.B) {
-			d := testDispatcher(b, name, testSpecs(64))
-			b.ReportAllocs()
-			b.ResetTimer()
-			b.RunParallel(func(pb *testing.PB) {
-				dst := make([]*Node, 0, 3)
-				k := Key{Hash: rand.Uint64()}
-				for pb.Next() {
-					dst = d.Pick(k, dst[:0])
-					k.Hash++
-				}
-			})
+			benchPicks(b, testDispatcher(b, name, testSpecs(64)))
 		})
 	}
 }
@@ -74,18 +67,7 @@ func BenchmarkPickHashWeights(b *testing.B) {
 			for i := range specs {
 				specs[i].Weight = 1 + i%classes
 			}
-			d := testDispatcher(b, "hash", specs)
-			var seq atomic.Uint64
-			b.ReportAllocs()
-			b.ResetTimer()
-			b.RunParallel(func(pb *testing.PB) {
-				dst := make([]*Node, 0, 3)
-				k := Key{Hash: seq.Add(1) * 0x9e3779b97f4a7c15}
-				for pb.Next() {
-					dst = d.Pick(k, dst[:0])
-					k.Hash++
-				}
-			})
+			benchPicks(b, testDispatcher(b, "hash", specs))
 		})
 	}
 }

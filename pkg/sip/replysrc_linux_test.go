@@ -49,13 +49,8 @@ func TestWildcardListenerAnswersFromDestination(t *testing.T) {
 			for _, dst := range []string{"127.0.8.2", "127.0.8.3", "127.0.8.2"} {
 				to := netip.AddrPortFrom(netip.MustParseAddr(dst), port)
 				msg := "to " + dst
-				_, err := peer.WriteToUDPAddrPort([]byte(msg), to)
-				require.NoError(t, err)
-				require.NoError(t, peer.SetReadDeadline(time.Now().Add(10*time.Second)))
-				buf := make([]byte, 1500)
-				n, from, err := peer.ReadFromUDPAddrPort(buf)
-				require.NoError(t, err)
-				require.Equal(t, "re:"+msg, string(buf[:n]))
+				got, from := exchange(t, peer, msg, to)
+				require.Equal(t, "re:"+msg, got)
 				require.Equal(t, to, from, "the answer to a datagram sent to %s came from %s", to, from)
 			}
 		})
@@ -93,15 +88,23 @@ func TestWildcardProxyAnswersFromDestination(t *testing.T) {
 			"Content-Length: 0",
 			"", "",
 		}, "\r\n")
-		_, err := peer.WriteToUDPAddrPort([]byte(req), to)
-		require.NoError(t, err)
-		require.NoError(t, peer.SetReadDeadline(time.Now().Add(10*time.Second)))
-		buf := make([]byte, 4096)
-		n, from, err := peer.ReadFromUDPAddrPort(buf)
-		require.NoError(t, err)
-		require.True(t, strings.HasPrefix(string(buf[:n]), "SIP/2.0 200"), "answer: %q", buf[:n])
+		got, from := exchange(t, peer, req, to)
+		require.True(t, strings.HasPrefix(got, "SIP/2.0 200"), "answer: %q", got)
 		require.Equal(t, to, from, "the answer to an OPTIONS sent to %s came from %s", to, from)
 	}
+}
+
+// exchange sends msg from peer to to and returns the first datagram back
+// and where it came from.
+func exchange(t *testing.T, peer *net.UDPConn, msg string, to netip.AddrPort) (string, netip.AddrPort) {
+	t.Helper()
+	_, err := peer.WriteToUDPAddrPort([]byte(msg), to)
+	require.NoError(t, err)
+	require.NoError(t, peer.SetReadDeadline(time.Now().Add(10*time.Second)))
+	buf := make([]byte, 4096)
+	n, from, err := peer.ReadFromUDPAddrPort(buf)
+	require.NoError(t, err)
+	return string(buf[:n]), from
 }
 
 func TestPktinfoDst(t *testing.T) {
