@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -17,6 +18,12 @@ import (
 
 	"github.com/sipbalancer/sipbalancer/pkg/fsemu"
 )
+
+func init() {
+	// run must not change sipgo's process-wide settings under the feet of
+	// the goroutines of emulators the tests run side by side.
+	configureSipgo = func(*slog.Logger) {}
+}
 
 func TestControlAPI(t *testing.T) {
 	n, err := fsemu.Start(t.Context(), fsemu.Config{ID: "fs9"})

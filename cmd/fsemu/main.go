@@ -35,6 +35,14 @@ func main() {
 	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
 }
 
+// configureSipgo sets sipgo's process-wide logger and UDP message size. The
+// tests run emulators side by side in one process, whose goroutines read
+// both at any time, so they leave them alone.
+var configureSipgo = func(l *slog.Logger) {
+	sip.SetDefaultLogger(l)
+	sip.UDPMTUSize = 65535
+}
+
 // run is main without the process: it serves until ctx is done.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	stderr = &lockedWriter{w: stderr} // shared by two log handlers
@@ -91,8 +99,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if level <= slog.LevelDebug {
 		sipgoLevel = level
 	}
-	sip.SetDefaultLogger(slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: sipgoLevel})).With("component", "sipgo"))
-	sip.UDPMTUSize = 65535
+	configureSipgo(slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: sipgoLevel})).With("component", "sipgo"))
 
 	n, err := fsemu.Start(ctx, cfg)
 	if err != nil {

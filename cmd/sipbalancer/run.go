@@ -26,6 +26,11 @@ import (
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
+// setSipgoLogger sets sipgo's logger, which is process-wide. The tests run
+// the balancer more than once in one process, with sipgo goroutines of
+// earlier runs still reading it, so they leave it alone.
+var setSipgoLogger = sip.SetDefaultLogger
+
 // run is main without the process: it returns the exit status.
 func run(ctx context.Context, args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("sipbalancer", flag.ContinueOnError)
@@ -60,7 +65,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		return 1
 	}
 	defer log.Sync() //nolint:errcheck
-	sip.SetDefaultLogger(logging.Slog(log))
+	setSipgoLogger(logging.Slog(log))
 	tuneGC(log)
 
 	app.Version = version

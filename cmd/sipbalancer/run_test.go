@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -16,6 +17,12 @@ import (
 
 	"github.com/stretchr/testify/require"
 )
+
+func init() {
+	// run must not replace sipgo's process-wide logger under the feet of
+	// an earlier run's goroutines (a data race).
+	setSipgoLogger = func(*slog.Logger) {}
+}
 
 func writeConfig(t *testing.T, body string) string {
 	t.Helper()

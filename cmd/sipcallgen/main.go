@@ -91,6 +91,11 @@ type rtpSummary struct {
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 
+// setSipgoLogger sets sipgo's logger, which is process-wide. The tests run
+// sipgo servers of their own in the same process, whose goroutines read it
+// at any time, so they leave it alone.
+var setSipgoLogger = sip.SetDefaultLogger
+
 func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("sipcallgen", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -130,9 +135,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if !*verbose {
 		// sipgo's package logger reports connection bookkeeping at warn on
 		// shutdown; only errors are worth showing by default.
-		sip.SetDefaultLogger(slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelError})))
+		setSipgoLogger(slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelError})))
 	} else {
-		sip.SetDefaultLogger(logger)
+		setSipgoLogger(logger)
 	}
 
 	cfg := callgen.Config{

@@ -16,6 +16,12 @@ import (
 	"github.com/sipbalancer/sipbalancer/pkg/fsemu"
 )
 
+func init() {
+	// run must not replace sipgo's process-wide logger under the feet of
+	// the test UASs' goroutines (a data race).
+	setSipgoLogger = func(*slog.Logger) {}
+}
+
 // startUAS runs a minimal UDP UAS: 200 with Contact to INVITE (re-INVITE
 // too), 200 to BYE, answer code busy for new calls when busy is set.
 func startUAS(t *testing.T, busy bool) string {
