@@ -39,12 +39,8 @@ func (a *App) Registry() *prometheus.Registry { return a.reg }
 // those calls ending rather than a node vanishing with calls on it.
 func (a *App) nodeViews() []metrics.NodeView {
 	snap := a.disp.Snapshot()
-	nodes := snap.Nodes()
-	for _, n := range snap.Retired() {
-		if n.Busy() {
-			nodes = append(nodes, n) // Nodes' capacity is its length: this copies
-		}
-	}
+	// Nodes' capacity is its length: the append copies.
+	nodes := append(snap.Nodes(), snap.RetiredWithCalls()...)
 	out := make([]metrics.NodeView, 0, len(nodes))
 	for _, n := range nodes {
 		v := metrics.NodeView{

@@ -132,10 +132,8 @@ func (s *Server) listNodes(w http.ResponseWriter, _ *http.Request) {
 	for _, n := range nodes {
 		out = append(out, s.nodeView(n, false, now))
 	}
-	for _, n := range snap.Retired() {
-		if n.Busy() {
-			out = append(out, s.nodeView(n, true, now))
-		}
+	for _, n := range snap.RetiredWithCalls() {
+		out = append(out, s.nodeView(n, true, now))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"nodes": out})
 }

@@ -205,11 +205,6 @@ func (n *Node) SetActive(v int64) {
 // response yet.
 func (n *Node) Inflight() int64 { return n.live.inflight.Load() }
 
-// Busy reports whether the node has calls: active ones or INVITEs in
-// flight. Metrics and the admin API show a retired node while it is busy,
-// so that its calls can be watched draining.
-func (n *Node) Busy() bool { return n.Active() > 0 || n.Inflight() > 0 }
-
 // AddInflight adds d to the in-flight INVITE count and returns the new value;
 // the count never goes below 0.
 func (n *Node) AddInflight(d int64) int64 {

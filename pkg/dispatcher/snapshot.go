@@ -116,10 +116,18 @@ func (s *Snapshot) Nodes() []*Node {
 	return s.nodes[:len(s.nodes):len(s.nodes)]
 }
 
-// Retired returns the nodes a reload removed, newest first: never picked,
-// still routable for their calls. The slice is shared: do not modify it.
-func (s *Snapshot) Retired() []*Node {
-	return s.retired[:len(s.retired):len(s.retired)]
+// RetiredWithCalls returns the nodes a reload removed that still have calls
+// (active ones or INVITEs in flight), newest first. Metrics and the admin
+// API list them after the configured nodes, so that their calls can be
+// watched ending; a retired node without calls is not shown.
+func (s *Snapshot) RetiredWithCalls() []*Node {
+	var out []*Node
+	for _, n := range s.retired {
+		if n.Active() > 0 || n.Inflight() > 0 {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // Node returns the node with the given ID, retired nodes included, or nil.
