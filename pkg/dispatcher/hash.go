@@ -139,6 +139,8 @@ const maxWeighedClasses = 8
 // classes: each class's best three by integer score, then those weighed.
 // All of them are weighed, so that no branch depends on a score.
 func (s *Snapshot) weighedTop3(k Key) (x, y, z uint64) {
+	// invWeight repeats each class's weight beside its three scores: read
+	// from hashClasses[j/3] instead, the second loop measured 5-10 % slower.
 	var scores [3 * maxWeighedClasses]uint64
 	var invWeight [3 * maxWeighedClasses]float64
 	from := 0
